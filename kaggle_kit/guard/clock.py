@@ -1,0 +1,102 @@
+"""The session clock: when this Kaggle session started, its limit, and how much time is left.
+
+Kaggle kills a session at its wall-time limit (12 h) counted from the kernel's start, so the start is the kernel
+process's start time, read from ``/proc`` without psutil. The offline sandbox states both the start and the (scaled)
+limit in ``KAGGLE_KIT_SIM_SESSION_START`` and ``KAGGLE_KIT_SIM_SESSION_LIMIT_S``; those win over everything else.
+Child processes (the DDP ranks) inherit ``KAGGLE_KIT_SESSION_START`` so they count from the kernel's start, not their own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kaggle_kit.errors import ConfigError
+
+SIM_START_ENV = "KAGGLE_KIT_SIM_SESSION_START"
+SIM_LIMIT_ENV = "KAGGLE_KIT_SIM_SESSION_LIMIT_S"
+SESSION_START_ENV = "KAGGLE_KIT_SESSION_START"
+DEFAULT_LIMIT_S = 12 * 3600.0
+
+__all__ = ["SessionClock", "DEFAULT_LIMIT_S", "SESSION_START_ENV", "process_start_time"]
+
+
+def _float_env(name: str) -> float | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds: set it to e.g. 43200 or unset it") from None
+
+
+def process_start_time(pid: int | str = "self") -> float | None:
+    """Epoch seconds at which a process started, from ``/proc``; None where ``/proc`` is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        btime_line = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2:].split()
+    start_ticks = int(fields[19])  # field 22 of the whole line: starttime, in clock ticks after boot
+    return int(btime_line.split()[1]) + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class SessionClock:
+    """Wall-clock view of one session.
+
+    Attributes:
+        start: Epoch seconds when the session (the kernel process) started.
+        limit_s: The session's wall-time limit in seconds.
+        source: Where ``start`` came from: ``"simulated"``, ``"inherited"``, ``"process"`` or ``"now"``.
+    """
+
+    start: float
+    limit_s: float
+    source: str = "process"
+
+    @classmethod
+    def from_environment(cls, *, limit_s: float | None = None) -> SessionClock:
+        """Build the clock of the current session.
+
+        Args:
+            limit_s: The configured session limit; ignored inside the sandbox, which states its own; default 12 h.
+
+        Raises:
+            ConfigError: a limit is not positive, or an environment variable is not a number.
+        """
+        sim_limit = _float_env(SIM_LIMIT_ENV)
+        limit = sim_limit if sim_limit is not None else (DEFAULT_LIMIT_S if limit_s is None else float(limit_s))
+        if limit <= 0:
+            raise ConfigError(f"session limit {limit} s is not positive: configure a limit such as 43200 (12 h)")
+        sim_start = _float_env(SIM_START_ENV)
+        if sim_start is not None:
+            return cls(start=sim_start, limit_s=limit, source="simulated")
+        inherited = _float_env(SESSION_START_ENV)
+        if inherited is not None:
+            return cls(start=inherited, limit_s=limit, source="inherited")
+        started = process_start_time()
+        if started is not None:
+            return cls(start=started, limit_s=limit, source="process")
+        return cls(start=time.time(), limit_s=limit, source="now")
+
+    def elapsed(self) -> float:
+        """Seconds since the session started."""
+        return max(0.0, time.time() - self.start)
+
+    def time_left(self) -> float:
+        """Seconds until the session limit; never negative."""
+        return max(0.0, self.limit_s - self.elapsed())
+
+    def should_stop(self, margin_s: float) -> bool:
+        """Whether time left has fallen to ``margin_s`` or below: checkpoint, flush the mirror and stop now."""
+        return self.time_left() <= margin_s
+
+    def describe(self) -> str:
+        return (f"session started {self.elapsed() / 60:.1f} min ago ({self.source}), limit {self.limit_s / 3600:.2f} h, "
+                f"{self.time_left() / 60:.1f} min left")
