@@ -1,0 +1,28 @@
+# Two entry points (see README): `make rehearse` runs the main job, `make test` runs the whole test suite.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: rehearse test doctor venv clean
+
+$(STAMP): setup.cfg pyproject.toml constraints-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt torch torchvision
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+rehearse: $(STAMP)
+	$(BIN)/kaggle-kit rehearse
+
+doctor: $(STAMP)
+	$(BIN)/kaggle-kit doctor
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,47 @@
+"""kaggle-kit: make long training runs survive Kaggle.
+
+The public API is re-exported here lazily, so ``import kaggle_kit`` stays cheap and pulls in neither torch nor the
+Kaggle client until a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "find_root": "kaggle_kit.root",
+    "ProjectRoot": "kaggle_kit.root",
+    "load_config": "kaggle_kit.config",
+    "config_from_dict": "kaggle_kit.config",
+    "config_hash": "kaggle_kit.config",
+    "find_input": "kaggle_kit.env",
+    "find_credentials": "kaggle_kit.kaggle_api",
+    "make_api": "kaggle_kit.kaggle_api",
+    "reload": "kaggle_kit.reload",
+    "enable_autoreload": "kaggle_kit.reload",
+    "Checkpointer": "kaggle_kit.checkpoint",
+    "DatasetMirror": "kaggle_kit.mirror",
+    "SessionClock": "kaggle_kit.guard.clock",
+    "detect_accelerator": "kaggle_kit.guard.accelerator",
+    "run_preflight": "kaggle_kit.guard.preflight",
+}
+
+__all__ = ["__version__", "env", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "env":
+        return importlib.import_module("kaggle_kit.env")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kaggle_kit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

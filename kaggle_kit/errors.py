@@ -1,0 +1,59 @@
+"""The kit's own exceptions: one flat family, each message naming the input and the fix."""
+
+from __future__ import annotations
+
+
+class KaggleKitError(Exception):
+    """Base of every error a user can cause; tracebacks from elsewhere are bugs."""
+
+
+class RootNotFoundError(KaggleKitError):
+    """No project root could be found."""
+
+
+class ConfigError(KaggleKitError):
+    """A configuration file or override is malformed or does not match its schema."""
+
+
+class CredentialError(KaggleKitError):
+    """Kaggle credentials are missing, invalid, or would be written where they must not be."""
+
+
+class KaggleApiError(KaggleKitError):
+    """The Kaggle API (or the offline stand-in) refused or failed a call."""
+
+
+class InputNotFoundError(KaggleKitError):
+    """An attached competition, dataset, model or notebook output is not under the input folder."""
+
+
+class CheckpointError(KaggleKitError):
+    """A checkpoint is missing, corrupt, or incompatible with the model being restored."""
+
+
+class MirrorError(KaggleKitError):
+    """Mirroring checkpoints to a Kaggle Dataset failed for good."""
+
+
+class AcceleratorError(KaggleKitError):
+    """The accelerator does not match the plan (no GPU, a retired GPU, a wasted second GPU)."""
+
+
+class PreflightError(KaggleKitError):
+    """A preflight check failed and the run was not started."""
+
+
+class MetadataError(KaggleKitError):
+    """kernel-metadata.json or dataset-metadata.json is invalid."""
+
+
+class SandboxError(KaggleKitError):
+    """The offline session sandbox could not run a notebook."""
+
+
+class SubmissionError(KaggleKitError):
+    """A submission file is malformed in a way that would fail scoring."""
+
+
+class WeightsNotFoundError(KaggleKitError):
+    """Pretrained weights are configured but not found; never silently replaced by random ones."""
