@@ -1,0 +1,85 @@
+"""The CMFD network: ViT features, their self-correlation, and a light decoder to per-pixel logits."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kaggle_kit.cmfd.backbone import DinoBackbone, build_backbone
+from kaggle_kit.cmfd.config import CMFDConfig
+from kaggle_kit.cmfd.correlation import patch_descriptors, self_correlation
+from kaggle_kit.cmfd.padding import crop_to, pad_multiple, pad_to_multiple
+
+
+def _conv(c_in: int, c_out: int, *, stride: int = 1) -> nn.Sequential:
+    groups = math.gcd(8, c_out)
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(groups, c_out),
+        nn.GELU(),
+    )
+
+
+class CMFDNet(nn.Module):
+    """Copy-move forgery segmentation.
+
+    ``forward`` takes (B, 3, H, W) images in [0, 1] of any size (pads to a multiple of lcm(patch, decoder stride)
+    internally and crops back) and returns (B, 1, H, W) logits.
+    """
+
+    def __init__(self, cfg: CMFDConfig, backbone: DinoBackbone) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        stride = cfg.decoder.stride
+        if stride < 1 or stride & (stride - 1):
+            raise ValueError(f"decoder.stride must be a power of two, got {stride}")
+        self.multiple = pad_multiple(backbone.patch_size, stride)
+        d = cfg.decoder.channels
+        k = cfg.correlation.top_k
+        self.project = nn.Sequential(nn.Conv2d(backbone.out_channels, d, 1, bias=False), nn.GroupNorm(8, d), nn.GELU())
+        self.match = _conv(3 * k, d)
+        self.fuse = nn.Sequential(_conv(d, d), _conv(d, d))
+        stem: list[nn.Module] = []
+        c_in, c_stem = 3, max(d // 2, 8)
+        for _ in range(int(math.log2(stride))):
+            stem.append(_conv(c_in, c_stem, stride=2))
+            c_in = c_stem
+        self.stem = nn.Sequential(*stem) if stem else nn.Identity()
+        self.head = nn.Sequential(_conv(d + c_in, d), nn.Conv2d(d, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, 1, H, W) logits."""
+        return self.forward_with_matches(images)[0]
+
+    def forward_with_matches(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits plus each feature location's best match, which post-processing uses to pair source and copy.
+
+        Returns:
+            logits (B, 1, H, W); top-1 score (B, 1, h, w); top-1 offset (B, 2, h, w) as (dy / h, dx / w) on the
+            correlation grid of the padded image.
+        """
+        padded, size = pad_to_multiple(images, self.multiple)
+        feats = self.backbone(padded)
+        c = self.cfg.correlation
+        desc = patch_descriptors(feats, patch=c.patch, stride=c.stride)
+        scores, offsets = self_correlation(desc, top_k=c.top_k, exclude_radius=c.exclude_radius, chunk=c.chunk)
+        # Cosine similarities live in [-1, 1]; masked fill values (finfo.min) must not reach the convolutions.
+        scores = scores.clamp(min=-1.0, max=1.0)
+        corr = torch.cat([scores, offsets], dim=1)
+        if corr.shape[-2:] != feats.shape[-2:]:
+            corr = F.interpolate(corr, size=feats.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.fuse(self.project(feats) + self.match(corr.to(feats.dtype)))
+        low = self.stem(padded)
+        x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(torch.cat([x, low.to(x.dtype)], dim=1))
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return crop_to(logits, size), scores[:, :1], offsets[:, :2]
+
+
+def build_model(cfg: CMFDConfig) -> CMFDNet:
+    """The model factory: backbone (weights as configured, see `build_backbone`) plus correlation and decoder."""
+    return CMFDNet(cfg, build_backbone(cfg.backbone))
