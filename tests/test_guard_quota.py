@@ -1,0 +1,76 @@
+"""The weekly GPU quota: the sandbox's figure, the run ledger with burn rates, and the API fallback order."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from kaggle_kit.errors import ConfigError
+from kaggle_kit.guard.quota import burn_rate, current_quota, quota_from_ledger
+
+
+@pytest.fixture(autouse=True)
+def _no_credentials(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_KIT_SIM_QUOTA_LEFT_S"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _ledger(tmp_path, sessions):
+    path = tmp_path / "ledger.json"
+    path.write_text(json.dumps(sessions))
+    return path
+
+
+def test_burn_rates_default_and_override():
+    assert burn_rate("T4x2") == 2.0
+    assert burn_rate("T4") == 1.0
+    assert burn_rate("none") == 0.0
+    assert burn_rate("TPU v5e-8") == 0.0
+    assert burn_rate("T4x2", {"T4x2": 1.0}) == 1.0
+
+
+def test_ledger_charges_two_t4_sessions_double(tmp_path):
+    now = time.time()
+    path = _ledger(tmp_path, [
+        {"accelerator": "T4x2", "seconds": 3600, "ended": now - 100},
+        {"accelerator": "T4", "seconds": 1800, "ended": now - 50},
+        {"accelerator": "none", "seconds": 7200, "ended": now - 10},
+        {"accelerator": "T4", "seconds": 9999, "ended": now - 8 * 24 * 3600},  # last week: not counted
+    ])
+    status = quota_from_ledger(path, allowed_s=30 * 3600, entered_used_s=600)
+    assert status.source == "ledger"
+    assert status.used_s == pytest.approx(600 + 7200 + 1800)
+    assert status.left_s == pytest.approx(30 * 3600 - 9600)
+    assert "unverified" in status.notes[0]
+    assert status.wall_seconds_left("T4x2") == pytest.approx(status.left_s / 2)
+    assert status.wall_seconds_left("none") is None
+    overridden = quota_from_ledger(path, allowed_s=30 * 3600, burn_rates={"T4x2": 1.0})
+    assert overridden.used_s == pytest.approx(3600 + 1800)
+
+
+def test_bad_ledgers_name_the_file_and_entry(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        quota_from_ledger(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ConfigError, match="bad.json"):
+        quota_from_ledger(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="entry 1"):
+        quota_from_ledger(_ledger(tmp_path, [{"accelerator": "T4", "seconds": 1}, {"accelerator": "T4"}]))
+
+
+def test_source_order_sandbox_then_ledger(tmp_path, monkeypatch):
+    assert current_quota() is None  # no credentials, no ledger, not in the sandbox
+    path = _ledger(tmp_path, {"sessions": [{"accelerator": "T4", "wall_s": 3600}]})
+    status = current_quota(ledger_path=path, allowed_s=7200)
+    assert status.source == "ledger" and status.left_s == pytest.approx(3600)
+    assert any("no Kaggle credentials" in n for n in status.notes)
+    monkeypatch.setenv("KAGGLE_KIT_SIM_QUOTA_LEFT_S", "1234.5")
+    sim = current_quota(ledger_path=path)
+    assert sim.source == "simulated" and sim.left_s == 1234.5
+    monkeypatch.setenv("KAGGLE_KIT_SIM_QUOTA_LEFT_S", "lots")
+    with pytest.raises(ConfigError, match="KAGGLE_KIT_SIM_QUOTA_LEFT_S"):
+        current_quota()
