@@ -98,28 +98,3 @@ class SeededView(Dataset):
             torch.set_rng_state(torch_state)
             random.setstate(py_state)
             np.random.set_state(np_state)
-
-
-def capture_rng_states() -> dict[str, Any]:
-    """The process's random generator states, for a checkpoint."""
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    """Puts back states from :func:`capture_rng_states` (CUDA ones only where CUDA is in use)."""
-    torch.set_rng_state(torch.as_tensor(states["torch"], dtype=torch.uint8).cpu())
-    python_state = states["python"]
-    # A checkpoint read back through a generic loader may hold the tuple's inner sequence as a list.
-    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-    np.random.set_state(states["numpy"])
-    if "cuda" in states and torch.cuda.is_available():
-        cuda_states = states["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8).cpu() for s in cuda_states])

@@ -5,8 +5,9 @@ function, optimizer and scheduler factories and a :class:`TrainConfig`, and work
 a DDP rank started by :func:`kaggle_kit.guard.ddp.launch`.
 
 Resuming from a checkpoint gives bit-identical weights (on CPU) to an uninterrupted run with the same seed: the data
-order is a function of (seed, epoch, position), and checkpoints carry the position, the running epoch loss, the
-history and the random generator states (dropout).
+order is a function of (seed, epoch, position), and checkpoints carry the position (``data_state``), the running
+epoch loss and the history (``extra``); :class:`kaggle_kit.checkpoint.Checkpointer` saves and restores the random
+generator states (dropout) itself.
 """
 
 from __future__ import annotations
@@ -26,14 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kaggle_kit._training_data import (
-    ResumableBatchSampler,
-    SeededView,
-    capture_rng_states,
-    epoch_order,
-    mix_seed,
-    restore_rng_states,
-)
+from kaggle_kit._training_data import ResumableBatchSampler, SeededView, epoch_order, mix_seed
 from kaggle_kit.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -44,6 +38,8 @@ __all__ = [
     "plot_history",
     "make_optimizer",
     "make_scheduler",
+    "train_on_ranks",
+    "train_with_plan",
     "epoch_order",
     "HISTORY_FILE",
     "PROGRESS_FILE",
@@ -54,7 +50,6 @@ HISTORY_FILE = "history.json"
 PROGRESS_FILE = "progress.json"
 FIGURE_FILE = "training_curves.png"
 _PRECISIONS = ("fp32", "bf16", "fp16")
-_STATE_KEY = "training"
 
 
 @dataclass
@@ -329,20 +324,27 @@ class _State:
     best: dict[str, Any] | None = None
     data: dict[str, int] = field(default_factory=dict)
 
-    def to_extra(self) -> dict[str, Any]:
-        return {_STATE_KEY: {**asdict(self), "rng": capture_rng_states()}}
+    def checkpoint_parts(self) -> dict[str, Any]:
+        return {
+            "data_state": {"epoch": self.epoch, "position": self.position, **self.data},
+            "extra": {"loss_sum": self.loss_sum, "loss_count": self.loss_count, "history": self.history,
+                      "best": self.best},
+        }
 
 
-def _state_from(restored: Any) -> tuple[_State, dict[str, Any] | None]:
-    extra = getattr(restored, "extra", None) or {}
-    saved = extra.get(_STATE_KEY)
-    if saved is None:
+def _state_from(restored: Any) -> _State:
+    data, extra = dict(restored.data_state or {}), dict(restored.extra or {})
+    if "position" not in data or "history" not in extra:
         raise CheckpointError(
-            f"checkpoint from {getattr(restored, 'source', '?')} (step {getattr(restored, 'step', '?')}) holds no "
-            "training-loop state: it was not written by kaggle_kit.training; start from an empty checkpoint folder"
+            f"{restored.path} (step {restored.step}) holds no training-loop state: it was not written by "
+            "kaggle_kit.training; point the Checkpointer at an empty folder to start afresh"
         )
-    fields = {k: saved[k] for k in _State.__dataclass_fields__ if k in saved}
-    return _State(**fields), saved.get("rng")
+    epoch, position = int(data.pop("epoch", restored.epoch)), int(data.pop("position"))
+    return _State(
+        epoch=epoch, position=position, step=int(restored.step), loss_sum=float(extra.get("loss_sum", 0.0)),
+        loss_count=int(extra.get("loss_count", 0)), history=list(extra["history"]), best=extra.get("best"),
+        data={k: int(v) for k, v in data.items()},
+    )
 
 
 def _check_same_data(saved: Mapping[str, int], current: Mapping[str, int], source: str) -> None:
@@ -396,8 +398,8 @@ def train(
             ReduceLROnPlateau steps once per epoch on the monitored metric, any other scheduler once per optimizer step.
         evaluate: ``evaluate(model) -> {name: value}`` after each epoch, on rank 0, in eval mode without gradients;
             recorded as ``val_<name>``; ``config.monitor`` picks the best epoch.
-        checkpointer: A :class:`kaggle_kit.checkpoint.Checkpointer`, or a callable returning one (built in each DDP
-            rank). Every rank restores from it; rank 0 alone saves.
+        checkpointer: A :class:`kaggle_kit.checkpoint.Checkpointer`, or ``factory(rank) -> Checkpointer`` (built in
+            each DDP rank; give the mirror to rank 0 only). Every rank restores from it; rank 0 alone saves.
         clock: Session clock; default :meth:`SessionClock.from_environment`. When it says to stop, the loop saves,
             flushes the mirror and returns with status ``stopped``.
         output_dir: Where ``history.json``, ``progress.json`` and the figure go (rank 0); None writes nothing.
@@ -449,7 +451,7 @@ def train(
 
         clock = SessionClock.from_environment()
     if checkpointer is not None and not hasattr(checkpointer, "restore"):
-        checkpointer = checkpointer()
+        checkpointer = checkpointer(rank)
     out = Path(output_dir) if output_dir is not None and main else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -462,14 +464,13 @@ def train(
     }
     state = _State(data=data_identity)
     resumed_from: int | None = None
-    rng: dict[str, Any] | None = None
     if checkpointer is not None:
         restored = checkpointer.restore(
             model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler if scaler.is_enabled() else None
         )
         if restored is not None:
-            state, rng = _state_from(restored)
-            source = str(getattr(restored, "source", "the checkpoint"))
+            state = _state_from(restored)
+            source = f"{restored.path} ({restored.source})"
             _check_same_data(state.data, data_identity, source)
             resumed_from = state.step
             if main:
@@ -481,8 +482,6 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    if rng is not None:
-        restore_rng_states(rng)
     if world > 1 and rank > 0:
         # Rank 0's generator states travel in the checkpoint; the other ranks draw their own dropout streams.
         torch.manual_seed(mix_seed(config.seed, rank, state.step))
@@ -490,7 +489,7 @@ def train(
     def checkpoint_kwargs() -> dict[str, Any]:
         return dict(
             step=state.step, epoch=state.epoch, model=model, optimizer=optimizer, scheduler=scheduler,
-            scaler=scaler if scaler.is_enabled() else None, extra=state.to_extra(),
+            scaler=scaler if scaler.is_enabled() else None, **state.checkpoint_parts(),
         )
 
     def write_progress(status: str) -> None:
@@ -566,6 +565,29 @@ def train(
     )
 
 
+def train_on_ranks(ctx: Any, **kwargs: Any) -> TrainResult:
+    """Per-rank entry for :func:`kaggle_kit.guard.ddp.launch`: :func:`train` on the rank's device."""
+    return train(device=ctx.device, **kwargs)
+
+
+def train_with_plan(plan: Any, **kwargs: Any) -> TrainResult:
+    """Trains as a :class:`kaggle_kit.guard.accelerator.DevicePlan` says: one process, or DDP over its ranks.
+
+    Args:
+        plan: The device plan (``world_size``, ``backend``, ``device_type``).
+        **kwargs: Arguments of :func:`train`. Under DDP they must pickle: module-level functions (not notebook
+            cells), and ``checkpointer`` as a ``factory(rank)``.
+
+    Returns:
+        Rank 0's result.
+    """
+    if plan.world_size > 1:
+        from kaggle_kit.guard.ddp import launch
+
+        return launch(train_on_ranks, world_size=plan.world_size, backend=plan.backend, kwargs=kwargs)[0]
+    return train(device=torch.device(plan.device_type), **kwargs)
+
+
 def _evaluate(
     evaluate: EvaluateFn | None, model: nn.Module, autocast: Callable[[], Any], *, main: bool, world: int
 ) -> dict[str, float]:
@@ -591,11 +613,10 @@ def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
 def _resume_advice(state: _State, num_micro: int, time_left: float, checkpointer: Any | None) -> str:
     where = "no checkpointer was given, so nothing was saved"
     if checkpointer is not None:
-        mirror = getattr(checkpointer, "mirror", None)
-        handle = getattr(mirror, "handle", None) or getattr(mirror, "dataset", None)
-        where = f"saved to {getattr(checkpointer, 'dir', 'the checkpoint folder')}"
-        if handle:
-            where += f" and mirrored to the dataset {handle}"
+        mirror = checkpointer.mirror
+        where = f"saved to {checkpointer.directory}"
+        if mirror is not None and mirror.enabled:
+            where += f" and mirrored to the dataset {mirror.handle}"
     return (
         f"Stopped before the session limit ({time_left / 60:.1f} min left) at step {state.step}, epoch "
         f"{state.epoch + 1}, batch {state.position}/{num_micro}; {where}. To resume, run the notebook again "

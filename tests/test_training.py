@@ -1,0 +1,178 @@
+"""The generic training loop on the CPU: exact resume, accumulation, history, the deadline stop, DDP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kaggle_kit.checkpoint import Checkpointer
+from kaggle_kit.errors import CheckpointError, ConfigError
+from kaggle_kit.training import FIGURE_FILE, HISTORY_FILE, PROGRESS_FILE, TrainConfig, seed_everything, train
+
+CONFIG = TrainConfig(epochs=3, batch_size=4, grad_accum_steps=2, precision="fp32", lr=0.05, warmup_steps=2)
+
+
+class NoisyRegression(torch.utils.data.Dataset):
+    """40 samples with a random augmentation (noise drawn at load time), so resuming must reproduce it."""
+
+    def __init__(self, n: int = 40) -> None:
+        gen = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 4, generator=gen)
+        self.y = self.x.sum(dim=1, keepdim=True)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index] + 0.1 * torch.randn(4), self.y[index]
+
+
+def mse(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y)
+
+
+def first_feature_error(model: nn.Module) -> dict[str, float]:
+    x = torch.eye(4)
+    return {"score": -float((model(x) - 1).abs().mean())}
+
+
+def make_model(*, dropout: float = 0.3, seed: int = 0) -> nn.Module:
+    seed_everything(seed)
+    return nn.Sequential(nn.Linear(4, 16), nn.Dropout(dropout), nn.ReLU(), nn.Linear(16, 1))
+
+
+class StopAfter:
+    """A session clock whose deadline arrives after ``steps`` optimizer steps."""
+
+    def __init__(self, steps: int | None) -> None:
+        self.steps, self.asked = steps, 0
+
+    def time_left(self) -> float:
+        return 3600.0
+
+    def should_stop(self, margin_s: float) -> bool:
+        self.asked += 1
+        return self.steps is not None and self.asked >= self.steps
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def run(tmp: Path, *, stop_after: int | None = None, seed: int = 0, **kwargs) -> tuple[nn.Module, object]:
+    model = make_model(seed=seed)
+    ckpt = Checkpointer(tmp / "ckpt", every_minutes=60, monitor="score", mode="max")
+    result = train(model, NoisyRegression(), mse, CONFIG, evaluate=first_feature_error, checkpointer=ckpt,
+                   clock=StopAfter(stop_after), output_dir=tmp / "out", progress=False, **kwargs)
+    return model, result
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, torch.Tensor], object, Path]:
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    model, result = run(tmp)
+    return weights(model), result, tmp
+
+
+@pytest.mark.parametrize("stop_after", [7, 10])  # mid-epoch; last step of epoch 2, before its validation
+def test_deadline_stop_saves_and_resume_is_bit_identical(tmp_path, uninterrupted, stop_after):
+    final, reference, _ = uninterrupted
+    model, stopped = run(tmp_path, stop_after=stop_after)
+    assert stopped.status == "stopped" and stopped.step == stop_after
+    assert [c.step for c in Checkpointer(tmp_path / "ckpt").checkpoints()][0] == stop_after
+    progress = json.loads((tmp_path / "out" / PROGRESS_FILE).read_text())
+    assert progress["status"] == "stopped" and progress["step"] == stop_after
+
+    # Another initialisation and another global random state: only the checkpoint can make them match.
+    torch.manual_seed(99)
+    model, resumed = run(tmp_path, seed=5)
+    assert resumed.status == "finished" and resumed.resumed_from_step == stop_after
+    assert resumed.steps_this_session == reference.step - stop_after
+    assert resumed.history == reference.history
+    assert_identical(weights(model), final)
+
+
+def test_killed_run_resumes_from_last_periodic_checkpoint(tmp_path, uninterrupted):
+    final, reference, _ = uninterrupted
+    calls = {"n": 0}
+
+    def dies_at_batch_19(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 19:
+            raise KeyboardInterrupt("session killed")
+        return mse(model, batch)
+
+    ckpt = Checkpointer(tmp_path / "ckpt", every_seconds=1e-9, monitor="score", mode="max")
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), NoisyRegression(), dies_at_batch_19, CONFIG, evaluate=first_feature_error,
+              checkpointer=ckpt, clock=StopAfter(None), progress=False)
+    assert Checkpointer(tmp_path / "ckpt").checkpoints()[0].step == 9  # 18 micro-batches = 9 steps completed
+
+    model, resumed = run(tmp_path, seed=3)
+    assert resumed.resumed_from_step == 9
+    assert resumed.history == reference.history
+    assert_identical(weights(model), final)
+
+
+def test_history_json_and_figure(uninterrupted):
+    _, reference, tmp = uninterrupted
+    saved = json.loads((tmp / "out" / HISTORY_FILE).read_text())
+    assert [r["epoch"] for r in saved["history"]] == [1, 2, 3]
+    assert saved["history"] == reference.history
+    assert all({"train_loss", "val_score", "lr", "step"} <= set(r) for r in saved["history"])
+    assert saved["best"]["score"] == max(r["val_score"] for r in saved["history"])
+    assert (tmp / "out" / FIGURE_FILE).stat().st_size > 1000
+    # The checkpointer kept the best epoch by the monitored score.
+    best = Checkpointer(tmp / "ckpt", monitor="score", mode="max").best
+    assert best is not None and best.step == saved["best"]["step"]
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    def sgd(model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=0.05)
+
+    results = []
+    for batch_size, accum in ((8, 1), (4, 2), (2, 4)):
+        model = make_model(dropout=0.0)
+        cfg = TrainConfig(epochs=2, batch_size=batch_size, grad_accum_steps=accum, precision="fp32",
+                          scheduler="none", grad_clip_norm=None)
+        result = train(model, NoisyRegression(), mse, cfg, optimizer_factory=sgd, clock=StopAfter(None),
+                       progress=False)
+        assert result.step == 10
+        results.append((weights(model), [r["train_loss"] for r in result.history]))
+    for other, losses in results[1:]:
+        for key, value in results[0][0].items():
+            torch.testing.assert_close(other[key], value, rtol=1e-5, atol=1e-6)
+        assert losses == pytest.approx(results[0][1], rel=1e-5)
+    # A different micro-batch size without accumulation trains differently: the comparison can fail.
+    model = make_model(dropout=0.0)
+    train(model, NoisyRegression(), mse, TrainConfig(epochs=2, batch_size=4, precision="fp32", scheduler="none",
+                                                     grad_clip_norm=None),
+          optimizer_factory=sgd, clock=StopAfter(None), progress=False)
+    assert not torch.allclose(weights(model)["0.weight"], results[0][0]["0.weight"], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_a_changed_data_order(tmp_path):
+    run(tmp_path, stop_after=3)
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    changed = TrainConfig(epochs=3, batch_size=8, grad_accum_steps=1, precision="fp32")
+    with pytest.raises(CheckpointError, match="batch_size was 4 and is now 8"):
+        train(make_model(), NoisyRegression(), mse, changed, checkpointer=ckpt, clock=StopAfter(None), progress=False)
+
+
+def test_bad_config_and_tiny_dataset_are_refused():
+    with pytest.raises(ConfigError, match="train.precision"):
+        train(make_model(), NoisyRegression(), mse, TrainConfig(precision="fp8"), clock=StopAfter(None))
+    with pytest.raises(ConfigError, match="40 samples, fewer than train.batch_size = 64"):
+        train(make_model(), NoisyRegression(), mse, TrainConfig(batch_size=64), clock=StopAfter(None))
