@@ -1,0 +1,163 @@
+"""The stand-in server's state on disk: one JSON document plus content-addressed blobs.
+
+Layout of ``state_dir``::
+
+    state.json                      datasets, versions, kernels, uploads, quota ledger
+    blobs/<sha256>                  every uploaded or unpacked file, stored once
+    uploads/<token>.part            bytes of a resumable upload not yet complete
+    kernels/<owner>/<slug>/<N>/     a kernel version's source, output/ and log
+    mounts/datasets/<o>/<s>/<N>/    a dataset version laid out as files, for sandbox sessions
+
+Every change is written with a temp file and a rename, so a server killed mid-write keeps the previous state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Iterator
+
+_SCHEMA = 1
+
+
+def _empty_state() -> dict[str, Any]:
+    return {"schema": _SCHEMA, "next_id": 1, "datasets": {}, "kernels": {}, "uploads": {}, "quota": []}
+
+
+def _safe_member(name: str) -> str | None:
+    """The archive member's path if it stays inside its folder, else None (zip-slip guard)."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        return None
+    return path.as_posix()
+
+
+class StateStore:
+    """Thread-safe access to the server's state; callers hold ``lock`` around read-modify-write sequences."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = Path(state_dir)
+        self.lock = threading.RLock()
+        for sub in ("blobs", "uploads", "kernels", "mounts"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._path = self.root / "state.json"
+        if self._path.exists():
+            self.data: dict[str, Any] = json.loads(self._path.read_text())
+        else:
+            self.data = _empty_state()
+            self.save()
+
+    def save(self) -> None:
+        """Write the state atomically."""
+        with self.lock:
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".state-", suffix=".json")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.data, fh, indent=1, sort_keys=True)
+            os.replace(tmp, self._path)
+
+    def new_id(self) -> int:
+        with self.lock:
+            value = int(self.data["next_id"])
+            self.data["next_id"] = value + 1
+            return value
+
+    def blob_path(self, sha: str) -> Path:
+        return self.root / "blobs" / sha
+
+    def add_blob_file(self, path: Path) -> tuple[str, int]:
+        """Move ``path`` into the blob store; returns (sha256, size)."""
+        sha = _sha256_file(path)
+        size = path.stat().st_size
+        target = self.blob_path(sha)
+        if target.exists():
+            path.unlink()
+        else:
+            os.replace(path, target)
+        return sha, size
+
+    def add_blob_stream(self, stream: BinaryIO) -> tuple[str, int]:
+        fd, tmp = tempfile.mkstemp(dir=self.root / "blobs", prefix=".in-")
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        return self.add_blob_file(Path(tmp))
+
+    def expand_upload(self, name: str, sha: str) -> list[dict[str, Any]]:
+        """The dataset files an uploaded blob becomes: itself, or a .zip/.tar unpacked into a folder of its stem.
+
+        Kaggle unpacks uploaded archives, which is how ``--dir-mode zip|tar`` sends sub-folders.
+        """
+        path = self.blob_path(sha)
+        now = time.time()
+        stem, _, ext = name.rpartition(".")
+        files: list[dict[str, Any]] = []
+        if ext in ("zip", "tar") and stem:
+            try:
+                for member, stream in _archive_members(path, ext):
+                    with stream:
+                        msha, msize = self.add_blob_stream(stream)
+                    files.append({"name": f"{stem}/{member}", "blob": msha, "size": msize, "created": now})
+                return files
+            except (zipfile.BadZipFile, tarfile.TarError):
+                files = []  # not really an archive: keep the file as uploaded
+        return [{"name": name, "blob": sha, "size": path.stat().st_size, "created": now}]
+
+    def materialize(self, files: list[dict[str, Any]], target: Path) -> Path:
+        """Lay a file list out under ``target`` (hard links into the blob store, copies across devices)."""
+        if target.exists():
+            return target
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for entry in files:
+            dest = tmp / entry["name"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.blob_path(entry["blob"]), dest)
+            except OSError:
+                shutil.copyfile(self.blob_path(entry["blob"]), dest)
+        tmp.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        return target
+
+    def build_zip(self, files: list[dict[str, Any]]) -> tuple[str, int]:
+        """A zip of ``files`` (paths kept) in the blob store; the same file list yields the same blob."""
+        fd, tmp = tempfile.mkstemp(dir=self.root / "blobs", prefix=".zip-")
+        os.close(fd)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for entry in sorted(files, key=lambda e: e["name"]):
+                info = zipfile.ZipInfo(entry["name"], date_time=time.gmtime(entry["created"])[:6])
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with open(self.blob_path(entry["blob"]), "rb") as src, zf.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        return self.add_blob_file(Path(tmp))
+
+
+def _archive_members(path: Path, ext: str) -> Iterator[tuple[str, BinaryIO]]:
+    if ext == "zip":
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                member = _safe_member(info.filename)
+                if member and not info.is_dir():
+                    yield member, zf.open(info)
+    else:
+        with tarfile.open(path) as tf:
+            for info in tf.getmembers():
+                member = _safe_member(info.name)
+                stream = tf.extractfile(info) if info.isfile() else None
+                if member and stream is not None:
+                    yield member, stream
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
