@@ -1,0 +1,211 @@
+"""The moving parts of one sandbox session: the kernel's launch, the session log, the deadline and the kill.
+
+Private to :mod:`kaggle_kit.sim.sandbox`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _SessionLog:
+    """The session log in Kaggle's shape: a JSON list of ``{stream_name, time, data}``, one record per line.
+
+    Records are flushed as they come, so the log can be followed while the session runs; ``close`` ends the list.
+    """
+
+    def __init__(self, path: Path, start: float) -> None:
+        self.path = path
+        self._start = start
+        self._lock = threading.Lock()
+        self._fh = path.open("w", encoding="utf-8")
+        self._first = True
+        self._fh.write("[")
+
+    def record(self, stream: str, data: str) -> None:
+        if not data:
+            return
+        entry = json.dumps({"stream_name": stream, "time": round(time.monotonic() - self._start, 3), "data": data})
+        with self._lock:
+            if self._fh.closed:
+                return
+            self._fh.write(("" if self._first else ",") + entry + "\n")
+            self._first = False
+            self._fh.flush()
+
+    def sandbox(self, message: str) -> None:
+        """A line from the sandbox itself (not the notebook), marked as such."""
+        self.record("stderr", f"[kaggle-kit sandbox] {message}\n")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.write("]\n")
+                self._fh.close()
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a session log (a finished one, or one still being written)."""
+    text = path.read_text(encoding="utf-8")
+    if not text.rstrip().endswith("]"):
+        text = text + "]"
+    return json.loads(text)
+
+
+class _SessionKernelManager(AsyncKernelManager):
+    """Launches ipykernel with this interpreter, behind the namespace launcher when the session is isolated.
+
+    The kernel command is built here rather than taken from a kernel spec, so a user's own ``python3`` kernel spec
+    cannot send the session to another interpreter.
+    """
+
+    launch_prefix: list[str] = []
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        kernel = [
+            sys.executable, "-m", "ipykernel_launcher", "-f", os.path.realpath(self.connection_file),
+            "--HistoryManager.hist_file=:memory:",  # no history database: nothing to write, faster start
+        ]
+        return [*self.launch_prefix, *kernel, *(extra_arguments or [])]
+
+
+class _SessionClient(NotebookClient):
+    """nbclient's executor, also writing every output to the session log and remembering the running cell."""
+
+    def __init__(self, nb: Any, *, km: AsyncKernelManager, log: _SessionLog, **kw: Any) -> None:
+        super().__init__(nb, km=km, on_cell_execute=self._on_cell_execute, **kw)
+        self.session_log = log
+        self.running_cell: int | None = None
+
+    def _on_cell_execute(self, cell: Any, cell_index: int) -> None:
+        self.running_cell = cell_index
+
+    def output(self, outs: list[Any], msg: dict[str, Any], display_id: str | None, cell_index: int) -> Any:
+        content = msg.get("content", {})
+        kind = msg.get("msg_type")
+        if kind == "stream":
+            self.session_log.record(content.get("name", "stdout"), content.get("text", ""))
+        elif kind == "error":
+            trace = "\n".join(content.get("traceback", [])) or f"{content.get('ename')}: {content.get('evalue')}"
+            self.session_log.record("stderr", _ANSI.sub("", trace) + "\n")
+        elif kind in ("execute_result", "display_data"):
+            text = content.get("data", {}).get("text/plain")
+            if text:
+                self.session_log.record("stdout", text + "\n")
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _proc_table() -> dict[int, tuple[str, int, int]]:
+    """Every live process: pid -> (state, ppid, pgid)."""
+    table: dict[int, tuple[str, int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        table[int(entry)] = (fields[0], int(fields[1]), int(fields[2]))
+    return table
+
+
+def _mount_ns(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def session_namespace(pid: int) -> str | None:
+    """The kernel's mount namespace, or None while it shares the host's (not isolated, or not yet)."""
+    ns = _mount_ns(pid)
+    return None if ns is None or ns == _mount_ns("self") else ns
+
+
+def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 5.0) -> list[int]:
+    """SIGKILL the kernel's process group, then every process of the session, and wait until all are dead.
+
+    The session is the kernel's process group, its descendants (including any that started a session of their own),
+    and, when the kernel runs in its own mount namespace, every process in that namespace (which catches daemons that
+    double-forked away); ``namespace`` is that namespace when known, read from the kernel otherwise. Returns the pids still alive at the deadline (normally none).
+    """
+    session_ns = namespace or session_namespace(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the launcher gave the kernel a session of its own, so pgid == pid
+    except (ProcessLookupError, PermissionError):
+        pass
+    me = os.getpid()
+    family = {pid}
+    stop = time.monotonic() + deadline_s
+    while True:
+        table = _proc_table()
+        grew = True
+        while grew:  # descendants, remembered across rounds since an orphan loses its parent link
+            grew = False
+            for p, (_state, ppid, _pgid) in table.items():
+                if ppid in family and p not in family:
+                    family.add(p)
+                    grew = True
+        alive = [
+            p
+            for p, (state, _ppid, pgid) in table.items()
+            if p != me
+            and state not in ("Z", "X")
+            and (p in family or pgid == pid or (session_ns is not None and _mount_ns(p) == session_ns))
+        ]
+        if not alive or time.monotonic() > stop:
+            return alive
+        for p in alive:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+
+
+class _Deadline:
+    """Kills the session at a deadline unless disarmed first; the kill and the disarm never interleave."""
+
+    def __init__(self, delay_s: float, reason: str, kill: Callable[[], None]) -> None:
+        self.reason = reason
+        self.fired_at: float | None = None
+        self._kill = kill
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(max(delay_s, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            self.fired_at = time.time()
+            self._kill()
+
+    @property
+    def fired(self) -> bool:
+        return self.fired_at is not None
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()

@@ -1,0 +1,767 @@
+"""The session sandbox: run a notebook as Kaggle would, offline.
+
+Each session gets a fresh tree ``<workdir>/sessions/<id>/kaggle/{input,working,temp}``. On Linux the kernel runs in
+a mount namespace of its own, with that tree at ``/kaggle`` and ``/kaggle/input`` (and every input bound under it)
+read-only, so code with literal ``/kaggle/...`` paths runs unchanged; without the internet it also gets a network
+namespace with only a loopback interface. Where namespaces cannot be made, the session falls back to pointing the kit
+at the tree through ``KAGGLE_KIT_KAGGLE_ROOT`` and says so in its log and result.
+
+The notebook runs cell by cell in a real ipykernel (nbclient); the kernel sees Kaggle's environment variables, the
+user's secrets only through the ``kaggle_secrets`` stand-in, and the sandbox's own variables (the simulated
+accelerator, the scaled session limit, the GPU quota left). At the session limit, or when the weekly GPU quota runs
+out, every process of the session is SIGKILLed without warning, as on Kaggle; only then is ``/kaggle/working`` saved
+(Batch) or dropped (Interactive).
+
+Session folder layout::
+
+    <workdir>/sessions/<id>/__notebook__.ipynb   the executed notebook, with its outputs
+    <workdir>/sessions/<id>/session.log          the log, in Kaggle's shape (JSON list of stream records)
+    <workdir>/sessions/<id>/notebook.ipynb       the notebook as submitted
+    <workdir>/outputs/<id>/                      a Batch session's /kaggle/working (the version's output)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets as _secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+import nbformat
+
+from kaggle_kit.errors import SandboxError
+from kaggle_kit.sim._sandbox_kernel import (
+    _Deadline,
+    _SessionClient,
+    _SessionKernelManager,
+    _SessionLog,
+    kill_session,
+    session_namespace,
+)
+
+__all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "add_run_arguments", "run_command"]
+
+ISOLATION_ENV = "KAGGLE_KIT_SIM_ISOLATION"
+SECRETS_FILE_ENV = "KAGGLE_KIT_SIM_SECRETS_FILE"
+RUN_TYPES = ("Batch", "Interactive")
+ISOLATIONS = ("auto", "namespace", "env")
+_LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
+_STANDINS = Path(__file__).with_name("standins")
+_KIT_PATH = Path(__file__).resolve().parents[2]  # the sys.path entry that holds the kaggle_kit package
+# Host variables a kernel inherits; everything else (credentials above all) stays out.
+_PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
+# A proxy address that refuses connections: HTTP clients fail fast when the internet is off but cannot be cut.
+_DEAD_PROXY = "http://127.0.0.1:9"
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes; leave room for the "-NNNNN" port suffix
+
+
+@dataclass(frozen=True)
+class InputMount:
+    """A folder attached read-only at each of ``targets`` (paths relative to ``/kaggle/input``).
+
+    Mount a dataset under both layouts with e.g. ``InputMount(src, ("datasets/alice/ckpt", "ckpt"))``.
+    """
+
+    source: Path
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What to run and under which conditions.
+
+    Attributes:
+        notebook: an ``.ipynb``, a jupytext-readable ``.py``, or an in-memory notebook.
+        run_type: "Batch" (a saved version: ``/kaggle/working`` is kept as the output) or "Interactive" (lost).
+        mounts: inputs to attach under ``/kaggle/input``.
+        internet: off puts the kernel in a network namespace with nothing but its own loopback.
+        accelerator: the simulated accelerator (``none``, ``T4``, ``T4x2``, ``P100``, ``L4``, ...).
+        time_limit_s: the session limit in Kaggle seconds (12 h by default).
+        clock_scale: Kaggle seconds per real second: limits and quota are divided by it (3600 makes 12 h last 12 s).
+        quota_left_s: weekly GPU quota left, in Kaggle seconds; None for unlimited.
+        api_url: URL of the API stand-in, given to the kernel when the internet is on.
+        secrets: label -> value, readable only through ``kaggle_secrets.UserSecretsClient``.
+        env: extra environment variables for the kernel (applied last; ``PYTHONPATH`` is appended to the sandbox's).
+        cwd_files: files placed in ``/kaggle/working`` before the run: relative name -> source path or bytes.
+        session_id: the session's folder name; a fresh one when None.
+        isolation: "namespace", "env" (the ``KAGGLE_KIT_KAGGLE_ROOT`` fallback), or "auto" (namespace where
+            possible; ``KAGGLE_KIT_SIM_ISOLATION`` can force either).
+        project_root: given to the kernel as ``KAGGLE_KIT_ROOT``; the host's ``KAGGLE_KIT_ROOT`` when None.
+    """
+
+    notebook: Path | nbformat.NotebookNode
+    run_type: str = "Batch"
+    mounts: tuple[InputMount, ...] = ()
+    internet: bool = True
+    accelerator: str = "none"
+    time_limit_s: float = 43200.0
+    clock_scale: float = 1.0
+    quota_left_s: float | None = None
+    api_url: str | None = None
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd_files: Mapping[str, Path | bytes] | None = None
+    session_id: str | None = None
+    isolation: str = "auto"
+    project_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """How a session ended and where its traces are.
+
+    Attributes:
+        status: "COMPLETE", "ERROR" (a cell raised, or the kernel died) or "KILLED" (limit or quota).
+        killed_by: "time" or "quota" when KILLED, else None.
+        output_dir: Batch: ``/kaggle/working`` as it was when the session ended; Interactive: None.
+        executed_notebook: the notebook with the outputs of every cell that ran.
+        log_path: the session log (Kaggle's shape: a JSON list of ``{stream_name, time, data}``).
+        wall_s: real seconds from the kernel's start to the end of the session.
+        gpu_s: GPU quota consumed, in Kaggle seconds (wall time x clock scale x burn rate; 0 without a GPU).
+        failure_message: what failed, for ERROR and KILLED.
+        session_id: the session's folder name under ``<workdir>/sessions``.
+        isolation: "namespace" or "env" (the ``KAGGLE_KIT_KAGGLE_ROOT`` fallback).
+        isolation_note: why the session fell back to "env", or None.
+        internet_blocked: whether the kernel was cut off from the network (internet off, in its own network
+            namespace); False when the internet was on, or off but not enforceable in the fallback.
+        failed_cell: index (in the notebook's cells) of the cell that raised, or None.
+        killed_at: epoch seconds of the kill, or None.
+        session_dir: the session's folder.
+    """
+
+    status: str
+    killed_by: str | None
+    output_dir: Path | None
+    executed_notebook: Path
+    log_path: Path
+    wall_s: float
+    gpu_s: float
+    failure_message: str | None
+    session_id: str
+    isolation: str
+    isolation_note: str | None
+    internet_blocked: bool
+    failed_cell: int | None
+    killed_at: float | None
+    session_dir: Path
+
+
+def gpu_burn_rate(accelerator: str) -> float:
+    """GPU quota consumed per second of session: two T4s count double, TPUs and CPU sessions not at all."""
+    if accelerator == "none" or accelerator.upper().startswith("TPU"):
+        return 0.0
+    return 2.0 if accelerator == "T4x2" else 1.0
+
+
+_probe_lock = threading.Lock()
+_probe_result: dict[str, str | None] = {}
+
+
+def namespace_problem() -> str | None:
+    """Why the kernel cannot get namespaces of its own here, or None when it can (checked once per process)."""
+    with _probe_lock:
+        if "result" not in _probe_result:
+            _probe_result["result"] = _probe_namespaces()
+        return _probe_result["result"]
+
+
+def _probe_namespaces() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"mount namespaces need Linux (this is {sys.platform})"
+    with tempfile.TemporaryDirectory(prefix="kaggle-kit-probe-") as folder:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", "-S", str(_LAUNCHER), "--probe", folder],
+                capture_output=True, text=True, timeout=30, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the namespace probe could not run: {exc}"
+    if proc.returncode != 0:
+        return (proc.stderr.strip() or f"the namespace probe exited with status {proc.returncode}")
+    return None
+
+
+@dataclass
+class _Session:
+    """A session's folders and settings while it runs."""
+
+    spec: SessionSpec
+    session_id: str
+    folder: Path
+    tree: Path
+    private: Path
+    home: Path
+    log_path: Path
+    executed: Path
+    output_dir: Path
+    isolation: str
+    isolation_note: str | None
+    internet_blocked: bool
+    limit_s: float
+    quota_s: float | None
+    nb: nbformat.NotebookNode
+
+
+class Sandbox:
+    """Runs notebooks in Kaggle-like sessions under ``workdir``; sessions may run concurrently from several threads."""
+
+    def __init__(self, workdir: Path | str) -> None:
+        self.workdir = Path(workdir).expanduser().resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def run(self, spec: SessionSpec) -> SessionResult:
+        """Run one session to its end (complete, failed or killed) and return its result.
+
+        Raises:
+            SandboxError: the spec is invalid, or the session could not be set up.
+        """
+        session = self._prepare(spec)
+        outcome: dict[str, Any] = {}
+        log = _SessionLog(session.log_path, time.monotonic())
+        # The session's event loop gets a thread of its own, so run() also works where a loop is already running.
+        worker = threading.Thread(
+            target=lambda: outcome.update(asyncio.run(self._execute(session, log))),
+            name=f"kaggle-kit-session-{session.session_id}",
+            daemon=True,
+        )
+        interrupted = False
+        try:
+            worker.start()
+            try:
+                worker.join()
+            except BaseException:
+                # Ctrl-C in the caller: end the session as a kill would, then let the interrupt through.
+                interrupted = True
+                pid = _running_pids.get(str(session.folder))
+                if pid:
+                    kill_session(pid)
+                worker.join()
+                raise
+            finally:
+                output_dir = self._finish(session, log, keep_output=spec.run_type == "Batch" and not interrupted)
+        finally:
+            log.close()
+        if "status" not in outcome:
+            raise SandboxError(f"session {session.session_id} ended without a result; see {session.log_path}")
+        wall_s = float(outcome.get("wall_s", 0.0))
+        used = wall_s * spec.clock_scale * gpu_burn_rate(spec.accelerator)
+        if spec.quota_left_s is not None:
+            used = min(used, spec.quota_left_s)
+        return SessionResult(
+            status=outcome["status"],
+            killed_by=outcome.get("killed_by"),
+            output_dir=output_dir,
+            executed_notebook=session.executed,
+            log_path=session.log_path,
+            wall_s=wall_s,
+            gpu_s=used,
+            failure_message=outcome.get("failure"),
+            session_id=session.session_id,
+            isolation=session.isolation,
+            isolation_note=session.isolation_note,
+            internet_blocked=session.internet_blocked,
+            failed_cell=outcome.get("failed_cell"),
+            killed_at=outcome.get("killed_at"),
+            session_dir=session.folder,
+        )
+
+    def _prepare(self, spec: SessionSpec) -> _Session:
+        _validate(spec)
+        nb = _load_notebook(spec.notebook)
+        session_id = spec.session_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        folder = self.workdir / "sessions" / session_id
+        output_dir = self.workdir / "outputs" / session_id
+        if folder.exists() or output_dir.exists():
+            raise SandboxError(f"session {session_id!r} already exists under {self.workdir}: pick another session_id")
+        tree = folder / "kaggle"
+        for sub in ("input", "working", "temp"):
+            (tree / sub).mkdir(parents=True)
+        private = folder / "private"
+        private.mkdir(mode=0o700)
+        home = folder / "home"
+        home.mkdir()
+        nbformat.write(nb, str(folder / "notebook.ipynb"))
+
+        isolation, note = _choose_isolation(spec.isolation)
+        internet_blocked = not spec.internet and isolation == "namespace"
+        for mount in spec.mounts:
+            for target in mount.targets:
+                place = tree / "input" / target
+                if isolation == "namespace":
+                    place.mkdir(parents=True, exist_ok=True)  # the mount point; the launcher binds over it
+                else:
+                    place.parent.mkdir(parents=True, exist_ok=True)
+                    place.symlink_to(Path(mount.source).resolve(), target_is_directory=True)
+        for name, content in (spec.cwd_files or {}).items():
+            dest = tree / "working" / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                dest.write_bytes(content)
+            else:
+                shutil.copy2(content, dest)
+
+        limit_s = spec.time_limit_s / spec.clock_scale
+        burn = gpu_burn_rate(spec.accelerator)
+        quota_s = None
+        if burn and spec.quota_left_s is not None:
+            quota_s = spec.quota_left_s / spec.clock_scale / burn
+        return _Session(
+            spec=spec, session_id=session_id, folder=folder, tree=tree, private=private, home=home,
+            log_path=folder / "session.log", executed=folder / "__notebook__.ipynb", output_dir=output_dir,
+            isolation=isolation, isolation_note=note, internet_blocked=internet_blocked,
+            limit_s=limit_s, quota_s=quota_s, nb=nb,
+        )
+
+    async def _execute(self, session: _Session, log: _SessionLog) -> dict[str, Any]:
+        """Start the kernel, run the cells under the deadline, and kill everything at the end."""
+        spec = session.spec
+        _announce(session, log)
+        token = _secrets.token_hex(16)
+        _write_private_json(session.private / "secrets.json", {"token": token, "secrets": dict(spec.secrets)})
+        km = _SessionKernelManager(
+            kernel_name="python3",
+            transport="ipc" if os.name == "posix" else "tcp",
+            connection_file=str(session.private / "kernel.json"),
+        )
+        if km.transport == "ipc":
+            km.ip = _ipc_prefix(session)
+        if session.isolation == "namespace":
+            config = session.private / "launch.json"
+            (session.private / "root").mkdir()
+            _write_private_json(config, {
+                "internet": spec.internet,
+                "newroot": str(session.private / "root"),
+                "tree": str(session.tree),
+                "mounts": [[str(Path(m.source).resolve()), t] for m in spec.mounts for t in m.targets],
+            })
+            km.launch_prefix = [sys.executable, "-I", "-S", str(_LAUNCHER), str(config), "--"]
+
+        start_epoch = time.time()
+        start = time.monotonic()
+        env = _kernel_env(session, token=token, start_epoch=start_epoch)
+        cwd = str(session.tree / "working") if session.isolation == "env" else str(session.folder)
+        stderr_path = session.folder / "kernel.stderr"
+        outcome: dict[str, Any] = {}
+        deadline: _Deadline | None = None
+        client: _SessionClient | None = None
+        namespace: str | None = None
+        loop = asyncio.get_running_loop()
+        task: asyncio.Future[Any] | None = None
+        try:
+            with stderr_path.open("wb") as stderr:
+                await km.start_kernel(env=env, cwd=cwd, stdout=stderr, stderr=stderr)
+                pid = km.provisioner.pid
+                _running_pids[str(session.folder)] = pid
+                outcome["pid"] = pid
+                reason, delay = ("quota", session.quota_s) if (
+                    session.quota_s is not None and session.quota_s < session.limit_s
+                ) else ("time", session.limit_s)
+
+                def kill() -> None:
+                    kill_session(pid, namespace=namespace)
+                    if task is not None:
+                        loop.call_soon_threadsafe(task.cancel)
+
+                deadline = _Deadline(delay - (time.monotonic() - start), reason, kill)
+                deadline.start()
+                client = _SessionClient(
+                    session.nb, km=km, log=log, timeout=None, startup_timeout=120, allow_errors=False,
+                    record_timing=True, kernel_name="python3",
+                )
+                await client.async_start_new_kernel_client()
+                namespace = session_namespace(pid) if session.isolation == "namespace" else None
+                task = asyncio.ensure_future(client.async_execute())
+                try:
+                    await task
+                    outcome["status"] = "COMPLETE"
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:  # noqa: BLE001 - every failure of the notebook becomes the session's status
+                    outcome.update(_failure(exc, client))
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a kernel that never started is the session's failure too
+            outcome.update(_failure(exc, client))
+        finally:
+            if deadline is not None:
+                deadline.disarm()
+            pid = outcome.get("pid")
+            if pid:
+                # Kaggle ends the whole container with the session: nothing the notebook started outlives it.
+                survivors = kill_session(pid, namespace=namespace)
+                if survivors:
+                    log.sandbox(f"processes {survivors} survived SIGKILL; the output may still change")
+            outcome["wall_s"] = time.monotonic() - start
+            await _shutdown(km, client)
+            _running_pids.pop(str(session.folder), None)
+        if deadline is not None and deadline.fired and outcome.get("status") != "COMPLETE":
+            outcome.update(_killed(deadline, session))
+        outcome.setdefault("status", "ERROR")
+        if outcome["status"] == "ERROR" and not outcome.get("failure"):
+            outcome["failure"] = "The kernel died unexpectedly."
+        _record_kernel_stderr(stderr_path, log)
+        if client is not None:
+            nbformat.write(client.nb, str(session.executed))
+        else:
+            nbformat.write(session.nb, str(session.executed))
+        outcome["status_line"] = _status_line(outcome)
+        log.sandbox(outcome["status_line"])
+        return outcome
+
+    def _finish(self, session: _Session, log: _SessionLog, *, keep_output: bool) -> Path | None:
+        """Save or drop ``/kaggle/working`` (after every process is dead), and remove what must not persist."""
+        output_dir: Path | None = None
+        try:
+            if keep_output:
+                session.output_dir.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(session.tree / "working", session.output_dir)
+                output_dir = session.output_dir
+            else:
+                log.sandbox("Interactive session: /kaggle/working is discarded, as on Kaggle")
+        finally:
+            for folder in (session.tree, session.home, session.private):
+                shutil.rmtree(folder, ignore_errors=True)
+        return output_dir
+
+
+_running_pids: dict[str, int] = {}
+
+
+def _validate(spec: SessionSpec) -> None:
+    if spec.run_type not in RUN_TYPES:
+        raise SandboxError(f"run_type {spec.run_type!r} is not one of {', '.join(RUN_TYPES)}")
+    if spec.isolation not in ISOLATIONS:
+        raise SandboxError(f"isolation {spec.isolation!r} is not one of {', '.join(ISOLATIONS)}")
+    if not spec.clock_scale > 0:
+        raise SandboxError(f"clock_scale must be positive (Kaggle seconds per real second), got {spec.clock_scale}")
+    if not spec.time_limit_s > 0:
+        raise SandboxError(f"time_limit_s must be positive, got {spec.time_limit_s}")
+    if spec.quota_left_s is not None and spec.quota_left_s < 0:
+        raise SandboxError(f"quota_left_s must be zero or more, got {spec.quota_left_s}")
+    if not spec.accelerator:
+        raise SandboxError("accelerator is empty: pass 'none' for a CPU session")
+    if spec.session_id is not None and not _SESSION_ID.match(spec.session_id):
+        raise SandboxError(f"session_id {spec.session_id!r} must be letters, digits, '.', '_' or '-' (64 at most)")
+    for label in spec.secrets:
+        if not label:
+            raise SandboxError("a secret has an empty label")
+    seen: list[PurePosixPath] = []
+    for mount in spec.mounts:
+        source = Path(mount.source)
+        if not source.is_dir():
+            raise SandboxError(f"input {source} is not a folder: mount the folder that holds the files")
+        if not mount.targets:
+            raise SandboxError(f"input {source} has no target under /kaggle/input: give e.g. ('datasets/owner/slug',)")
+        for target in mount.targets:
+            rel = PurePosixPath(target)
+            if not target or rel.is_absolute() or ".." in rel.parts or str(rel) == ".":
+                raise SandboxError(
+                    f"input target {target!r} must be a relative path inside /kaggle/input, like 'datasets/alice/ckpt'"
+                )
+            for other in seen:
+                if rel == other or other in rel.parents or rel in other.parents:
+                    raise SandboxError(f"input targets {str(other)!r} and {target!r} overlap: mount them apart")
+            seen.append(rel)
+    for name in spec.cwd_files or {}:
+        rel = PurePosixPath(name)
+        if not name or rel.is_absolute() or ".." in rel.parts:
+            raise SandboxError(f"cwd_files name {name!r} must be a relative path inside /kaggle/working")
+
+
+def _load_notebook(notebook: Path | nbformat.NotebookNode) -> nbformat.NotebookNode:
+    if isinstance(notebook, nbformat.NotebookNode):
+        nb = nbformat.from_dict(json.loads(json.dumps(notebook)))
+    else:
+        path = Path(notebook)
+        if not path.is_file():
+            raise SandboxError(f"notebook {path} does not exist")
+        try:
+            if path.suffix == ".ipynb":
+                nb = nbformat.read(str(path), as_version=4)
+            elif path.suffix == ".py":
+                import jupytext
+
+                nb = jupytext.read(str(path))
+            else:
+                raise SandboxError(f"notebook {path} is neither an .ipynb nor a jupytext .py script")
+        except SandboxError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file, reported as such
+            raise SandboxError(f"notebook {path} cannot be read: {exc}") from None
+    language = nb.metadata.get("kernelspec", {}).get("language") or nb.metadata.get("language_info", {}).get("name")
+    if language and language.lower() != "python":
+        raise SandboxError(f"the notebook's language is {language!r}: the sandbox runs Python notebooks only")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+def _choose_isolation(asked: str) -> tuple[str, str | None]:
+    if asked == "auto":
+        forced = os.environ.get(ISOLATION_ENV, "").strip()
+        if forced and forced not in ("namespace", "env"):
+            raise SandboxError(f"{ISOLATION_ENV}={forced!r} must be 'namespace' or 'env'")
+        asked = forced or "auto"
+    if asked == "env":
+        return "env", "isolation 'env' was asked for"
+    problem = namespace_problem()
+    if problem is None:
+        return "namespace", None
+    if asked == "namespace":
+        raise SandboxError(f"the kernel cannot get namespaces of its own here ({problem}); use isolation 'env'")
+    return "env", problem
+
+
+def _ipc_prefix(session: _Session) -> str:
+    """Where the kernel's Unix sockets go: the private folder, unless that path is too long for a socket."""
+    prefix = session.private / "k"
+    if len(str(prefix)) + 6 <= _UNIX_SOCKET_MAX:
+        return str(prefix)
+    short = Path(tempfile.mkdtemp(prefix="kk-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    (session.private / "ipc").symlink_to(short)  # removed, with its target, when the session ends
+    return str(short / "k")
+
+
+def _write_private_json(path: Path, data: Any) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+
+
+def _kernel_env(session: _Session, *, token: str, start_epoch: float) -> dict[str, str]:
+    """The kernel's whole environment: Kaggle's variables and the sandbox's, never the host's credentials."""
+    spec = session.spec
+    env = {name: os.environ[name] for name in _PASSTHROUGH_ENV if name in os.environ}
+    bin_dir = os.path.dirname(sys.executable)  # the venv's python and console scripts (kaggle, kaggle-kit) first
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    env.update({
+        "HOME": str(session.home),
+        "JUPYTER_RUNTIME_DIR": str(session.private),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "PYTHONPATH": os.pathsep.join([str(_STANDINS), str(_KIT_PATH)]),
+        "KAGGLE_KERNEL_RUN_TYPE": spec.run_type,
+        "KAGGLE_URL_BASE": spec.api_url if (spec.internet and spec.api_url) else "https://www.kaggle.com",
+        "KAGGLE_DATA_PROXY_URL": "https://dp.kaggle.net",
+        "KAGGLE_DATA_PROXY_TOKEN": _secrets.token_hex(16),
+        "KAGGLE_DATA_PROXY_PROJECT": "kaggle-kit-sim",
+        "KAGGLE_USER_SECRETS_TOKEN": token,
+        "KAGGLE_KERNEL_INTEGRATIONS": "",
+        SECRETS_FILE_ENV: str(session.private / "secrets.json"),
+        "KAGGLE_KIT_SIM_ACCELERATOR": spec.accelerator,
+        "KAGGLE_KIT_SIM_SESSION_LIMIT_S": _number(session.limit_s),
+        "KAGGLE_KIT_SIM_SESSION_START": f"{start_epoch:.3f}",
+    })
+    if session.quota_s is not None:
+        env["KAGGLE_KIT_SIM_QUOTA_LEFT_S"] = _number(spec.quota_left_s / spec.clock_scale)
+    project_root = spec.project_root or os.environ.get("KAGGLE_KIT_ROOT")
+    if project_root:
+        env["KAGGLE_KIT_ROOT"] = str(project_root)
+    if session.isolation == "env":
+        env["KAGGLE_KIT_KAGGLE_ROOT"] = str(session.tree)
+    if spec.internet and spec.api_url:
+        env.update({
+            "KAGGLE_KIT_API_ENDPOINT": spec.api_url,
+            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+            "HTTP_PROXY": spec.api_url,
+        })
+    if not spec.internet and not session.internet_blocked:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            env[name] = _DEAD_PROXY
+    for name, value in spec.env.items():
+        if name == "PYTHONPATH":
+            env[name] = os.pathsep.join([env[name], value])
+        else:
+            env[name] = value
+    return env
+
+
+def _number(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _announce(session: _Session, log: _SessionLog) -> None:
+    spec = session.spec
+    quota = "unlimited" if session.quota_s is None else f"{session.quota_s:g} s of GPU quota"
+    log.sandbox(
+        f"session {session.session_id}: {spec.run_type}, accelerator {spec.accelerator}, "
+        f"internet {'on' if spec.internet else 'off'}, limit {session.limit_s:g} s real "
+        f"({spec.time_limit_s:g} s at clock scale {spec.clock_scale:g}), {quota}"
+    )
+    if session.isolation == "namespace":
+        log.sandbox("isolation: own mount namespace, the session tree at /kaggle, /kaggle/input read-only")
+    else:
+        log.sandbox(
+            f"isolation: FALLBACK, no namespaces ({session.isolation_note}); the tree is at {session.tree} and "
+            f"KAGGLE_KIT_KAGGLE_ROOT points there: literal /kaggle paths do not work and inputs are not read-only"
+        )
+        if not spec.internet:
+            log.sandbox("internet off is NOT enforced without a network namespace: proxies point nowhere, sockets work")
+
+
+def _failure(exc: BaseException, client: _SessionClient | None) -> dict[str, Any]:
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+    if isinstance(exc, CellExecutionError):
+        index = client.running_cell if client is not None else None
+        where = f" (cell {index + 1} of {len(client.nb.cells)})" if client is not None and index is not None else ""
+        return {"status": "ERROR", "failure": f"{exc.ename}: {exc.evalue}{where}", "failed_cell": index}
+    if isinstance(exc, DeadKernelError):
+        return {"status": "ERROR", "failure": "The kernel died unexpectedly."}
+    return {"status": "ERROR", "failure": f"The kernel could not run: {type(exc).__name__}: {exc}"}
+
+
+def _killed(deadline: _Deadline, session: _Session) -> dict[str, Any]:
+    spec = session.spec
+    if deadline.reason == "quota":
+        why = (f"the weekly GPU quota ran out ({spec.quota_left_s:g} s at burn rate "
+               f"{gpu_burn_rate(spec.accelerator):g} for {spec.accelerator})")
+    else:
+        why = f"the session reached its time limit ({spec.time_limit_s:g} s)"
+    return {
+        "status": "KILLED", "killed_by": deadline.reason, "killed_at": deadline.fired_at,
+        "failure": f"Session killed: {why}.", "failed_cell": None,
+    }
+
+
+def _status_line(outcome: Mapping[str, Any]) -> str:
+    line = f"session {outcome['status']} after {outcome.get('wall_s', 0.0):.2f} s"
+    return line + (f": {outcome['failure']}" if outcome.get("failure") else "")
+
+
+def _record_kernel_stderr(path: Path, log: _SessionLog) -> None:
+    """What the kernel process wrote outside of Jupyter's channels (launcher errors, C-level warnings)."""
+    try:
+        text = path.read_text(errors="replace")
+        path.unlink()
+    except OSError:
+        return
+    if text.strip():
+        log.record("stderr", text if text.endswith("\n") else text + "\n")
+
+
+async def _shutdown(km: _SessionKernelManager, client: _SessionClient | None) -> None:
+    """Reap the (already killed) kernel and release its sockets, connection file and ZMQ context."""
+    try:
+        if client is not None and client.kc is not None:
+            client.kc.stop_channels()
+        if km.has_kernel:
+            await km.shutdown_kernel(now=True)
+        else:
+            km.cleanup_resources()
+    except Exception:  # noqa: BLE001 - the session is over either way; leftovers are removed with its folder
+        pass
+    finally:
+        km.context.destroy(linger=0)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``15m``, ``12h``, ``2d`` or combinations like ``1h30m``."""
+    units = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    cleaned = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd]?)", cleaned)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd]?)", "", cleaned).strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write e.g. 90s, 15m, 12h or 1h30m")
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``kaggle-kit sim run``."""
+    parser.add_argument("notebook", metavar="NOTEBOOK", type=Path, help="an .ipynb, or a jupytext .py script")
+    parser.add_argument("--type", dest="run_type", choices=RUN_TYPES, default="Batch",
+                        help="Batch keeps /kaggle/working as the output; Interactive loses it (default: Batch)")
+    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="SRC:TARGET[,TARGET...]",
+                        help="attach folder SRC read-only at /kaggle/input/TARGET (repeatable; TARGET defaults to "
+                             "SRC's name), e.g. data/ckpt:datasets/alice/ckpt,ckpt")
+    parser.add_argument("--competition", dest="competitions", action="append", default=[], metavar="DIR",
+                        help="attach a competition's data folder at input/competitions/<name> and input/<name>")
+    parser.add_argument("--no-internet", dest="internet", action="store_false",
+                        help="run without internet (own network namespace; the API stand-in is unreachable)")
+    parser.add_argument("--accelerator", default="none", help="simulated accelerator: none, T4, T4x2, P100, L4, ...")
+    parser.add_argument("--time-limit", type=parse_duration, default=43200.0, metavar="DURATION",
+                        help="session limit in Kaggle time, e.g. 12h or 90s (default: 12h)")
+    parser.add_argument("--clock-scale", type=float, default=1.0, metavar="K",
+                        help="Kaggle seconds per real second (3600 runs a 12h limit in 12 s)")
+    parser.add_argument("--quota-left", type=parse_duration, default=None, metavar="DURATION",
+                        help="weekly GPU quota left in Kaggle time, e.g. 30h (default: unlimited)")
+    parser.add_argument("--secret", dest="secrets", action="append", default=[], metavar="LABEL[=ENV_VAR]",
+                        help="attach a secret, its value read from environment variable ENV_VAR (default: LABEL); "
+                             "values never go on the command line")
+    parser.add_argument("--workdir", type=Path, default=Path(".kaggle-kit") / "sim",
+                        help="where sessions and outputs go (default: .kaggle-kit/sim)")
+    parser.add_argument("--api-url", default=os.environ.get("KAGGLE_KIT_API_ENDPOINT"),
+                        help="URL of the API stand-in (`kaggle-kit sim serve`) for the kernel, when internet is on")
+
+
+def _mounts_from_args(inputs: list[str], competitions: list[str]) -> tuple[InputMount, ...]:
+    targets: dict[Path, list[str]] = {}
+    for item in inputs:
+        source, sep, rest = item.partition(":")
+        path = Path(source).expanduser()
+        names = [t.strip() for t in rest.split(",") if t.strip()] if sep else [path.resolve().name]
+        if not source or not names:
+            raise SandboxError(f"--input {item!r}: write SRC:TARGET, e.g. data/ckpt:datasets/alice/ckpt")
+        targets.setdefault(path, []).extend(names)
+    for item in competitions:
+        path = Path(item).expanduser()
+        slug = path.resolve().name
+        targets.setdefault(path, []).extend([f"competitions/{slug}", slug])
+    return tuple(InputMount(source, tuple(names)) for source, names in targets.items())
+
+
+def _secrets_from_args(items: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items:
+        label, _, var = item.partition("=")
+        var = var or label
+        if var not in os.environ:
+            raise SandboxError(f"--secret {item}: environment variable {var} is not set; export it first")
+        values[label] = os.environ[var]
+    return values
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``kaggle-kit sim run``: run one session and say where its notebook, log and output are."""
+    spec = SessionSpec(
+        args.notebook,
+        run_type=args.run_type,
+        mounts=_mounts_from_args(args.inputs, args.competitions),
+        internet=args.internet,
+        accelerator=args.accelerator,
+        time_limit_s=args.time_limit,
+        clock_scale=args.clock_scale,
+        quota_left_s=args.quota_left,
+        api_url=args.api_url,
+        secrets=_secrets_from_args(args.secrets),
+    )
+    result = Sandbox(args.workdir).run(spec)
+    print(f"session {result.session_id}: {result.status} in {result.wall_s:.1f} s (isolation: {result.isolation})")
+    if result.isolation_note and result.isolation == "env":
+        print(f"  fallback: {result.isolation_note}; the kernel used KAGGLE_KIT_KAGGLE_ROOT instead of /kaggle")
+    print(f"  executed notebook: {result.executed_notebook}")
+    print(f"  log: {result.log_path}")
+    if result.output_dir is not None:
+        print(f"  output: {result.output_dir}")
+    else:
+        print("  output: none (an Interactive session loses /kaggle/working)")
+    if result.gpu_s:
+        print(f"  GPU quota used: {result.gpu_s:.0f} s")
+    if result.status != "COMPLETE":
+        print(f"kaggle-kit sim run: {result.failure_message}", file=sys.stderr)
+        return 1
+    return 0
