@@ -57,3 +57,7 @@ class SubmissionError(KaggleKitError):
 
 class WeightsNotFoundError(KaggleKitError):
     """Pretrained weights are configured but not found; never silently replaced by random ones."""
+
+
+class ReloadError(KaggleKitError):
+    """The hot reloader was set up wrongly (no IPython kernel, a root that is not a folder)."""

@@ -1,0 +1,569 @@
+"""Hot reload of the project's modules in a notebook: ``git pull``, re-run the cell, the new code runs.
+
+``reload()`` reloads the project modules whose source changed since they were loaded; ``enable_autoreload()`` does
+the same before every cell. Project modules are those whose file lies under the project root (``find_root()``) or a
+root added with ``add_root``. Built on IPython's autoreload (its ``update_function`` patches functions), with what it
+lacks: dependency order, rebinding of ``from x import y`` names, change detection that survives ``git pull``, no
+half-applied module on an error, "restart needed" for changes that cannot be applied in place, and a warning when
+the project is imported from a stale installed copy.
+"""
+
+from __future__ import annotations
+
+import ast
+import heapq
+import importlib.machinery
+import os
+import sys
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kaggle_kit import _reload_patch as patch
+from kaggle_kit import _reload_scan as scan
+from kaggle_kit.errors import ReloadError, RootNotFoundError
+
+__all__ = ["ReloadReport", "add_root", "disable_autoreload", "enable_autoreload", "reload"]
+
+_MODULE_META = ("__name__", "__doc__", "__file__", "__package__", "__loader__", "__spec__", "__path__",
+                "__cached__", "__builtins__")
+_SELF = frozenset({__name__, "kaggle_kit._reload_patch", "kaggle_kit._reload_scan"})
+_EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+# Values that many unrelated names share by identity: rebound only where an import statement confirms the binding.
+_SHARED_ATOMS = (int, float, complex, bool, str, bytes, type(None), tuple, frozenset)
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh"})
+
+
+@dataclass
+class ReloadReport:
+    """What one reload did: one line per reloaded module, plus warnings; empty when nothing changed."""
+
+    reloaded: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.lines)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class _Tracked:
+    name: str
+    module: types.ModuleType
+    path: str
+    sig: scan.Signature
+    digest: bytes
+    source: bytes
+    extension: bool
+    deleted: bool = False
+    failure: tuple[bytes, bool] | None = None  # (digest of the failing source, it was a syntax error)
+    failed_source: bytes = b""
+    bindings: tuple[bytes, set[tuple[str, str, str]]] | None = None
+    imports: tuple[bytes, set[str]] | None = None
+
+
+class _Reloader:
+    """Tracks project modules and reloads those whose source changed."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.shell: Any = None
+        self._tracked: dict[str, _Tracked] = {}
+        self._seen: set[str] = set()
+        self._copies: dict[str, scan.InstalledCopy] = {}
+        self._history: tuple[int, set[tuple[str, str, str]]] = (0, set())
+        self.set_roots(roots)
+
+    def set_roots(self, roots: list[Path]) -> None:
+        """Watch these roots; modules seen before are looked at again."""
+        self.roots = roots
+        prefixes = {str(r) + os.sep for r in roots} | {os.path.realpath(r) + os.sep for r in roots}
+        self._prefixes = tuple(prefixes)
+        # A virtual environment inside the checkout holds installed packages, not project modules.
+        self._excluded = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+                               | {p + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+        self._checkout = scan.checkout_packages(roots)
+        self._seen = set(self._tracked)
+
+    def check(self, *, explicit: bool) -> ReloadReport:
+        """Reload what changed; ``explicit`` also retries modules that failed for reasons outside their file."""
+        report = ReloadReport()
+        pending: dict[str, bytes] = {}
+        self._discover(report, pending)
+        for rec in list(self._tracked.values()):
+            module = sys.modules.get(rec.name)
+            if module is not rec.module:
+                del self._tracked[rec.name]
+                self._seen.discard(rec.name)
+                continue
+            try:
+                st = os.stat(rec.path)
+            except OSError:
+                if not rec.deleted:
+                    rec.deleted = True
+                    self._emit(report, "deleted", rec.name,
+                               f"source deleted: {rec.name} ({rec.path}) no longer exists; the loaded module stays "
+                               f"as it was")
+                continue
+            sig = scan.signature(st)
+            if sig == rec.sig:
+                continue
+            rec.sig, rec.deleted = sig, False
+            data = _read(rec.path)
+            if data is None:
+                continue
+            new_digest = scan.digest(data)
+            if new_digest == rec.digest:
+                rec.failure = None
+            elif rec.failure is None or rec.failure[0] != new_digest:
+                pending[rec.name] = data
+        for copy in self._copies.values():
+            newer = copy.newer_files()
+            if newer:
+                self._warn_stale(report, copy, newer)
+        if pending or explicit:
+            for rec in self._tracked.values():
+                if rec.failure is not None and not rec.failure[1] and rec.name not in pending:
+                    pending[rec.name] = rec.failed_source
+        if pending:
+            self._apply_all(pending, report)
+        return report
+
+    def _discover(self, report: ReloadReport, pending: dict[str, bytes]) -> None:
+        modules = sys.modules
+        new = modules.keys() - self._seen
+        if not new:
+            return
+        self._seen |= new
+        for name in sorted(new):
+            module = modules.get(name)
+            file = getattr(module, "__file__", None)
+            if not isinstance(file, str) or name in _SELF or name in ("__main__", "__mp_main__"):
+                continue
+            if file.endswith(".pyc"):
+                try:
+                    file = importlib.util.source_from_cache(file)
+                except ValueError:
+                    continue
+            if not file.startswith(self._prefixes) or file.startswith(self._excluded) or _in_site(file):
+                self._note_copy(name, file, report)
+                continue
+            try:
+                st = os.stat(file)
+            except OSError:
+                continue
+            data = _read(file) or b""
+            rec = _Tracked(name, module, file, scan.signature(st), scan.digest(data), data,
+                           file.endswith(_EXTENSIONS))
+            self._tracked[name] = rec
+            if not rec.extension and scan.changed_since_import(getattr(module, "__cached__", None), st, data):
+                rec.digest, rec.source = b"", b""
+                pending[name] = data
+
+    def _note_copy(self, name: str, file: str, report: ReloadReport) -> None:
+        top = name.partition(".")[0]
+        checkout = self._checkout.get(top)
+        if checkout is None:
+            return
+        copy = self._copies.get(top)
+        if copy is None:
+            top_file = getattr(sys.modules.get(top), "__file__", None) or file
+            installed = Path(top_file).parent if top_file.endswith("__init__.py") else Path(top_file)
+            copy = self._copies[top] = scan.InstalledCopy(top, installed, checkout)
+        copy.watch(file)
+        newer = copy.newer_files()
+        if newer:
+            self._warn_stale(report, copy, newer)
+
+    def _warn_stale(self, report: ReloadReport, copy: scan.InstalledCopy, newer: list[str]) -> None:
+        root = copy.checkout.parent.parent if copy.checkout.parent.name == "src" else copy.checkout.parent
+        files = ", ".join(os.path.relpath(f, root) for f in newer[:3]) + (" ..." if len(newer) > 3 else "")
+        self._emit(report, "stale", copy.package,
+                   f"stale copy: {copy.package} is imported from {copy.installed} (an installed copy), but the "
+                   f"checkout at {root} is newer ({files}); nothing there can be reloaded. Fix: "
+                   f"`pip install -e {root}` (or put {root} first on sys.path), then restart the kernel")
+
+    def _apply_all(self, pending: dict[str, bytes], report: ReloadReport) -> None:
+        order = self._order(pending)
+        queue = [(order.get(name, 0), name, "") for name in pending]
+        heapq.heapify(queue)
+        done: set[str] = set()
+        while queue:
+            _, name, cause = heapq.heappop(queue)
+            rec = self._tracked.get(name)
+            if name in done or rec is None:
+                continue
+            done.add(name)
+            data = pending.get(name)
+            if data is None:
+                data = _read(rec.path) or b""
+            for dependent, why in self._apply(rec, data, cause, report):
+                if dependent not in done:
+                    heapq.heappush(queue, (order.get(dependent, 0), dependent, why))
+
+    def _imports(self, rec: _Tracked, source: bytes) -> set[str]:
+        key = scan.digest(source)
+        if rec.imports is None or rec.imports[0] != key:
+            package = scan.package_of(rec.name, hasattr(rec.module, "__path__"))
+            rec.imports = (key, scan.imported_modules(source, package) & self._tracked.keys())
+        return rec.imports[1]
+
+    def _order(self, pending: dict[str, bytes]) -> dict[str, int]:
+        """Position of each tracked module in import order: a module comes after the project modules it imports."""
+        graph = {name: self._imports(rec, pending.get(name, rec.source)) for name, rec in self._tracked.items()}
+        order: dict[str, int] = {}
+        visiting: set[str] = set()
+        for start in sorted(graph):
+            stack = [(start, iter(sorted(graph[start])))]
+            if start in order:
+                continue
+            visiting.add(start)
+            while stack:
+                node, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    visiting.discard(node)
+                    order[node] = len(order)
+                elif child not in order and child not in visiting:
+                    visiting.add(child)
+                    stack.append((child, iter(sorted(graph.get(child, ())))))
+        return order
+
+    def _apply(self, rec: _Tracked, data: bytes, cause: str, report: ReloadReport) -> list[tuple[str, str]]:
+        """Reload one module; returns the dependents to re-execute because values they imported changed."""
+        new_digest = scan.digest(data)
+        if rec.extension:
+            rec.digest = new_digest
+            self._emit(report, "restart_needed", rec.name,
+                       f"restart needed: compiled extension {rec.name} ({rec.path}) changed; Python cannot reload "
+                       f"a compiled extension in place")
+            return []
+        try:
+            code = compile(data, rec.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            where = f"{getattr(exc, 'filename', None) or rec.path}:{getattr(exc, 'lineno', None) or '?'}"
+            self._fail(rec, data, new_digest, True, f"{type(exc).__name__}: {getattr(exc, 'msg', exc)} at {where}",
+                       report)
+            return []
+        module = rec.module
+        old_ns = dict(module.__dict__)
+        module.__dict__.clear()
+        module.__dict__.update({k: old_ns[k] for k in _MODULE_META if k in old_ns})
+        try:
+            exec(code, module.__dict__)  # noqa: S102 - re-executing the project's own module is the point
+        except BaseException as exc:
+            # All or nothing: the old namespace comes back whole, so no half-applied module is left behind.
+            module.__dict__.clear()
+            module.__dict__.update(old_ns)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self._fail(rec, data, new_digest, False, f"{type(exc).__name__}: {exc} at {_where(exc, rec.path)}",
+                       report)
+            return []
+        self._restore_submodules(rec.name, old_ns, module)
+        log = patch.PatchLog()
+        rebinds, restart = self._patch_namespace(rec.name, old_ns, module.__dict__, code, log)
+        rec.digest, rec.source, rec.failure, rec.failed_source = new_digest, data, None, b""
+        for reason in restart:
+            self._emit(report, "restart_needed", rec.name,
+                       f"restart needed: {reason}; existing objects keep the old definition, restart the kernel to "
+                       f"apply it everywhere")
+        where, dependents = self._rebind(rec.name, rebinds)
+        parts = [f"{label} {', '.join(names)}" for label, names in
+                 (("changed", log.changed), ("added", log.added), ("removed", log.removed)) if names]
+        if where:
+            parts.append(f"rebound {', '.join(where)}")
+        line = f"reloaded {rec.name}{f' ({cause})' if cause else ''}: {'; '.join(parts) or 'no definitions changed'}"
+        self._emit(report, "reloaded", rec.name, line)
+        return dependents
+
+    def _fail(self, rec: _Tracked, data: bytes, new_digest: bytes, syntax: bool, what: str,
+              report: ReloadReport) -> None:
+        rec.failure, rec.failed_source = (new_digest, syntax), data
+        self._emit(report, "failed", rec.name,
+                   f"reload failed: {rec.name}: {what}; the old module stays loaded and is tried again once fixed")
+
+    @staticmethod
+    def _restore_submodules(name: str, old_ns: dict[str, Any], module: types.ModuleType) -> None:
+        # The import system set these attributes on the package; its __init__ need not import them again.
+        for key, value in old_ns.items():
+            if key not in module.__dict__ and isinstance(value, types.ModuleType) \
+                    and sys.modules.get(f"{name}.{key}") is value:
+                module.__dict__[key] = value
+
+    def _patch_namespace(self, name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], code: types.CodeType,
+                         log: patch.PatchLog) -> tuple[dict[int, tuple[str, Any, Any, bool]], list[str]]:
+        canon: dict[int, Any] = {}
+        plan: list[tuple[str, str]] = []
+        restart: list[str] = []
+        for key, new in new_ns.items():
+            old = old_ns.get(key, patch._MISSING)
+            if key in _MODULE_META or old is new:
+                continue
+            if old is patch._MISSING:
+                if getattr(new, "__module__", name) == name and not isinstance(new, types.ModuleType):
+                    log.note("added", key)
+                continue
+            own = getattr(old, "__module__", None) == name == getattr(new, "__module__", None) \
+                and getattr(old, "__qualname__", None) == getattr(new, "__qualname__", None)
+            if own and isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType) \
+                    and old.__code__.co_freevars == new.__code__.co_freevars:
+                canon[id(new)] = old
+                plan.append((key, "function"))
+            elif own and isinstance(old, type) and isinstance(new, type):
+                reasons = patch.restart_reasons(old, new)
+                if reasons:
+                    line = _class_line(code, new.__qualname__)
+                    restart.extend(f"{r}, in {new_ns.get('__file__')}:{line}" for r in reasons)
+                    plan.append((key, "value"))
+                else:
+                    patch.collect_class_pairs(old, new, canon)
+                    plan.append((key, "class"))
+            elif type(old) is type(new) and isinstance(old, _SHARED_ATOMS) and patch._equal(old, new):
+                new_ns[key] = old  # an equal constant keeps its identity, so nothing bound to it needs rebinding
+            else:
+                plan.append((key, "value"))
+        rebinds: dict[int, tuple[str, Any, Any, bool]] = {}
+        for key, kind in plan:
+            old, new = old_ns[key], new_ns[key]
+            if kind == "function":
+                if not patch.same_function(old, new):
+                    log.note("changed", key)
+                patch.patch_function(old, new, canon)
+                new_ns[key] = old
+            elif kind == "class":
+                patch.patch_class(old, new, canon, log)
+                new_ns[key] = old
+            else:
+                value_changed = not (type(old) is type(new) and patch._equal(old, new))
+                if value_changed:
+                    log.note("changed", key)
+                rebinds[id(old)] = (key, old, new, value_changed)
+        for key, value in list(new_ns.items()):
+            if canon and isinstance(value, (list, dict, tuple, set)) and len(value) <= 1000 and key not in _MODULE_META:
+                new_ns[key] = patch.fix_containers(value, canon)
+        for key, old in old_ns.items():
+            if key not in new_ns and getattr(old, "__module__", name) == name and not isinstance(old, types.ModuleType):
+                log.note("removed", key)
+        return rebinds, restart
+
+    def _rebind(self, name: str, rebinds: dict[int, tuple[str, Any, Any, bool]]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Point names bound by ``from name import x`` (notebook and project modules) at the new objects."""
+        if not rebinds:
+            return [], []
+        where: list[str] = []
+        dependents: list[tuple[str, str]] = []
+        spaces: list[tuple[str, dict[str, Any], _Tracked | None]] = []
+        user_ns = self._user_ns()
+        if user_ns is not None:
+            spaces.append(("notebook", user_ns, None))
+        spaces += [(n, r.module.__dict__, r) for n, r in self._tracked.items() if n != name]
+        for label, ns, rec in spaces:
+            hits: list[str] = []
+            data_changed: list[str] = []
+            for bound_as, value in list(ns.items()):
+                entry = rebinds.get(id(value))
+                if entry is None or entry[1] is not value or (rec is None and bound_as in _IPYTHON_NAMES):
+                    continue
+                key, old, new, value_changed = entry
+                if isinstance(old, _SHARED_ATOMS) and not self._confirmed(rec, name, key, bound_as):
+                    continue
+                ns[bound_as] = new
+                hits.append(bound_as)
+                if value_changed:
+                    data_changed.append(key)
+            if hits:
+                where.append(f"{', '.join(hits)} in {label}")
+            if rec is not None and data_changed:
+                dependents.append((rec.name, f"imports changed {', '.join(data_changed)} from {name}"))
+        return where, dependents
+
+    def _confirmed(self, rec: _Tracked | None, module: str, name: str, bound_as: str) -> bool:
+        """Whether an import statement bound ``bound_as`` to ``module.name`` (identity alone is ambiguous)."""
+        if rec is None:
+            history = self._user_history()
+            return (module, name, bound_as) in history if history is not None else name == bound_as
+        key = scan.digest(rec.source)
+        if rec.bindings is None or rec.bindings[0] != key:
+            package = scan.package_of(rec.name, hasattr(rec.module, "__path__"))
+            rec.bindings = (key, scan.from_bindings(rec.source, package))
+        return (module, name, bound_as) in rec.bindings[1]
+
+    def _user_ns(self) -> dict[str, Any] | None:
+        if self.shell is not None:
+            return self.shell.user_ns
+        shell = _current_shell()
+        if shell is not None:
+            return shell.user_ns
+        main = sys.modules.get("__main__")
+        return getattr(main, "__dict__", None)
+
+    def _user_history(self) -> set[tuple[str, str, str]] | None:
+        shell = self.shell or _current_shell()
+        cells = getattr(getattr(shell, "history_manager", None), "input_hist_parsed", None)
+        if cells is None:
+            return None
+        start, found = self._history
+        for cell in cells[start:]:
+            if "import" in cell:
+                found |= scan.from_bindings(cell, "")
+        self._history = (len(cells), found)
+        return found
+
+    def _emit(self, report: ReloadReport, kind: str, name: str, line: str) -> None:
+        getattr(report, kind).append(name)
+        report.lines.append(line)
+
+    def pre_run_cell(self, info: Any = None) -> None:
+        """IPython ``pre_run_cell`` hook: reload what changed and say so; never stops the cell from running."""
+        try:
+            report = self.check(explicit=False)
+        except Exception:  # noqa: BLE001 - a reloader bug must not block the user's cell
+            print("kaggle-kit reload: internal error, nothing reloaded\n" + traceback.format_exc(), file=sys.stderr)
+            return
+        _show(report)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _in_site(path: str) -> bool:
+    return f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path
+
+
+def _where(exc: BaseException, path: str) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    own = [f for f in frames if f.filename == path]
+    frame = (own or frames or [None])[-1]
+    return f"{frame.filename}:{frame.lineno}" if frame is not None else path
+
+
+def _class_line(code: types.CodeType, qualname: str) -> int | str:
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        if getattr(current, "co_qualname", current.co_name) == qualname and current is not code:
+            return current.co_firstlineno
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return "?"
+
+
+def _current_shell() -> Any:
+    if "IPython" not in sys.modules:
+        return None
+    from IPython import get_ipython
+
+    return get_ipython()
+
+
+def _show(report: ReloadReport) -> None:
+    for line in report.lines:
+        stream = sys.stderr if line.startswith(("reload failed", "restart needed", "stale copy")) else sys.stdout
+        print(line, file=stream)
+
+
+_RELOADER: _Reloader | None = None
+
+
+def _resolve_roots(roots: list[str | os.PathLike[str]] | None) -> list[Path]:
+    if roots is None:
+        from kaggle_kit.root import find_root
+
+        return [find_root().path]
+    resolved: list[Path] = []
+    for root in roots:
+        path = Path(root).expanduser().resolve()
+        if not path.is_dir():
+            raise ReloadError(f"reload root {root!s} is not a folder: pass the project's checkout folder")
+        resolved.append(path)
+    return resolved
+
+
+def _reloader(roots: list[str | os.PathLike[str]] | None) -> _Reloader:
+    global _RELOADER
+    if _RELOADER is None:
+        _RELOADER = _Reloader(_resolve_roots(roots))
+    elif roots is not None:
+        _RELOADER.set_roots(_resolve_roots(roots))
+    return _RELOADER
+
+
+def add_root(path: str | os.PathLike[str]) -> None:
+    """Also treat modules under ``path`` as project modules (besides the project root)."""
+    extra = _resolve_roots([path])
+    if _RELOADER is None:
+        try:
+            base = _resolve_roots(None)
+        except RootNotFoundError:
+            base = []
+        _reloader([*base, *extra])
+    elif extra[0] not in _RELOADER.roots:
+        _RELOADER.set_roots([*_RELOADER.roots, *extra])
+
+
+def reload(*, roots: list[str | os.PathLike[str]] | None = None, verbose: bool = True) -> ReloadReport:
+    """Reload the project modules whose source changed since they were loaded.
+
+    Args:
+        roots: Folders whose modules are project modules; default the project root (``find_root()``).
+        verbose: Print one line per reloaded module and any warnings; nothing when nothing changed.
+
+    Returns:
+        What was reloaded, what failed (the old module stays), what needs a restart, and stale-copy warnings.
+    """
+    report = _reloader(roots).check(explicit=True)
+    if verbose:
+        _show(report)
+    return report
+
+
+def enable_autoreload(*, roots: list[str | os.PathLike[str]] | None = None, ipython: Any = None) -> None:
+    """Reload changed project modules before every cell of this IPython or Jupyter session.
+
+    Raises:
+        ReloadError: not inside IPython; call ``kaggle_kit.reload()`` where the check should happen instead.
+    """
+    shell = ipython if ipython is not None else _current_shell()
+    if shell is None:
+        raise ReloadError("enable_autoreload() needs a running IPython or Jupyter kernel; in a script call "
+                          "kaggle_kit.reload() where the reload should happen")
+    reloader = _reloader(roots)
+    disable_autoreload()
+    reloader.shell = shell
+    shell.events.register("pre_run_cell", reloader.pre_run_cell)
+    _show(reloader.check(explicit=False))
+
+
+def disable_autoreload() -> None:
+    """Stop reloading before each cell (``reload()`` still works)."""
+    if _RELOADER is None or _RELOADER.shell is None:
+        return
+    try:
+        _RELOADER.shell.events.unregister("pre_run_cell", _RELOADER.pre_run_cell)
+    except ValueError:
+        pass
+    _RELOADER.shell = None
+
+
+class _CallableModule(types.ModuleType):
+    """``kaggle_kit.reload`` is both this module and its ``reload`` function; once ``import kaggle_kit.reload`` has
+    bound the module as the package attribute, calling it must still reload."""
+
+    def __call__(self, *, roots: list[str | os.PathLike[str]] | None = None, verbose: bool = True) -> ReloadReport:
+        return reload(roots=roots, verbose=verbose)
+
+
+sys.modules[__name__].__class__ = _CallableModule
