@@ -60,6 +60,7 @@ class SessionPlan:
     internet: bool
     accelerator: str
     time_limit_s: float
+    clock_scale: float
     quota_left_s: float | None
     api_url: str | None
     secrets: dict[str, str]
@@ -100,6 +101,7 @@ def run_plan(sandbox: Any, plan: SessionPlan) -> dict[str, Any]:
         internet=plan.internet,
         accelerator=plan.accelerator,
         time_limit_s=plan.time_limit_s,
+        clock_scale=plan.clock_scale,
         quota_left_s=plan.quota_left_s,
         api_url=plan.api_url,
         secrets=dict(plan.secrets),

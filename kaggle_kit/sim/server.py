@@ -865,7 +865,7 @@ class SimServer:
         quota_left = max(0.0, self.gpu_quota_s - self.quota_used_s) if _sessions.uses_gpu_quota(accelerator) else None
         return _sessions.SessionPlan(
             notebook=notebook, mounts=tuple(mounts), internet=version["enable_internet"], accelerator=accelerator,
-            time_limit_s=limit, quota_left_s=quota_left, api_url=self.url if version["enable_internet"] else None,
+            time_limit_s=limit, clock_scale=self.clock_scale, quota_left_s=quota_left, api_url=self.url if version["enable_internet"] else None,
             secrets={"KAGGLE_USERNAME": self.username, "KAGGLE_KEY": self._key})
 
     def _run_session(self, key: str, number: int) -> None:

@@ -1,0 +1,121 @@
+"""Shared fixtures: an isolated Kaggle client environment and the offline Kaggle API stand-in.
+
+* ``kaggle_isolation``: HOME, KAGGLE_CONFIG_DIR, XDG_CONFIG_HOME and TMPDIR under the test's tmp_path and no
+  Kaggle credentials, endpoints or notebook variables inherited from the machine. Yields the isolated HOME.
+* ``sim_server``: a running ``SimServer`` (user ``alice``, a 32-hex key, a sandbox when
+  ``kaggle_kit.sim.sandbox`` is importable), shared by the tests of one module (use distinct slugs per test).
+  Exports KAGGLE_USERNAME/KAGGLE_KEY and KAGGLE_KIT_API_ENDPOINT, points in-process clients at it, and clears
+  armed faults after each test. ``sim_server.client_env()`` adds what a CLI subprocess needs
+  (KAGGLE_API_ENVIRONMENT=LOCALHOST, HTTP_PROXY, no NO_PROXY); HTTP_PROXY is never set in this process.
+* ``kaggle_cli``: runs the real ``kaggle`` CLI as a subprocess against ``sim_server``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+SIM_USER = "alice"
+
+_LEAKY_VARS = (
+    "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_ENVIRONMENT", "KAGGLE_CONFIG_DIR",
+    "KAGGLE_KIT_API_ENDPOINT", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE", "KAGGLE_USER_SECRETS_TOKEN",
+    "KAGGLE_DATA_PROXY_URL", "KAGGLE_DATA_PROXY_TOKEN", "KAGGLE_DATA_PROXY_PROJECT", "KAGGLE_API_V1_TOKEN",
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
+    "VERBOSE", "VERBOSE_OUTPUT",
+)
+
+
+@pytest.fixture
+def kaggle_isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Isolate the Kaggle client from the machine: own HOME, config dir and TMPDIR, no credentials."""
+    home = tmp_path / "home"
+    config = home / ".kaggle"
+    tmp = tmp_path / "tmp"
+    for folder in (config, tmp):
+        folder.mkdir(parents=True, exist_ok=True)
+    for name in _LEAKY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    # gettempdir() caches its answer; the client keeps resumable-upload state there.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    yield home
+    try:
+        from kaggle_kit.kaggle_api import restore_default_endpoints
+    except ImportError:
+        return
+    restore_default_endpoints()
+
+
+def _make_sandbox(workdir: Path) -> object | None:
+    try:
+        from kaggle_kit.sim.sandbox import Sandbox
+    except ImportError:
+        return None
+    return Sandbox(workdir)
+
+
+@pytest.fixture(scope="module")
+def _sim_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from kaggle_kit.sim.server import SimServer
+
+    root = tmp_path_factory.mktemp("sim")
+    server = SimServer(root / "state", username=SIM_USER, key=secrets.token_hex(16), processing_seconds=0.0,
+                       sandbox=_make_sandbox(root / "sandbox"), competitions_dir=root / "competitions")
+    (root / "competitions").mkdir()
+    with server:
+        yield server
+
+
+@pytest.fixture
+def sim_server(_sim_server_module: object, kaggle_isolation: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """The module's running SimServer, with this process's Kaggle clients pointed at it."""
+    server = _sim_server_module
+    env = server.client_env({})  # type: ignore[attr-defined]
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_KIT_API_ENDPOINT"):
+        monkeypatch.setenv(name, env[name])
+    from kaggle_kit.kaggle_api import point_client_at
+
+    point_client_at(server.url)  # type: ignore[attr-defined]
+    yield server
+    server.clear_faults()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def kaggle_cli(sim_server: object) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``kaggle_cli("datasets", "list", "--mine", cwd=...)`` runs the real CLI against ``sim_server``.
+
+    The CLI exits 0 on many server-side errors: check ``.stdout``/``.stderr``, not only the exit status.
+    """
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        full_env = sim_server.client_env()  # type: ignore[attr-defined]
+        full_env.update(env or {})
+        return subprocess.run([sys.executable, "-m", "kaggle", *args], cwd=cwd, env=full_env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.gpu`` tests on machines without CUDA (torch is imported only if one is collected)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in gpu_items:
+        item.add_marker(skip)
