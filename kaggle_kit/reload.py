@@ -75,6 +75,7 @@ class _Reloader:
 
     def __init__(self, roots: list[Path]) -> None:
         self.shell: Any = None
+        self.namespace: dict[str, Any] | None = None  # the notebook namespace when there is no IPython shell
         self._tracked: dict[str, _Tracked] = {}
         self._seen: set[str] = set()
         self._copies: dict[str, scan.InstalledCopy] = {}
@@ -90,6 +91,7 @@ class _Reloader:
         self._excluded = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
                                | {p + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
         self._checkout = scan.checkout_packages(roots)
+        self._outside: set[str] = set()
         self._seen = set(self._tracked)
 
     def check(self, *, explicit: bool) -> ReloadReport:
@@ -169,6 +171,10 @@ class _Reloader:
 
     def _note_copy(self, name: str, file: str, report: ReloadReport) -> None:
         top = name.partition(".")[0]
+        if top not in self._checkout and top not in self._outside:
+            self._checkout = scan.checkout_packages(self.roots)  # the checkout may have gained a package
+            if top not in self._checkout:
+                self._outside.add(top)
         checkout = self._checkout.get(top)
         if checkout is None:
             return
@@ -281,7 +287,10 @@ class _Reloader:
                  (("changed", log.changed), ("added", log.added), ("removed", log.removed)) if names]
         if where:
             parts.append(f"rebound {', '.join(where)}")
-        line = f"reloaded {rec.name}{f' ({cause})' if cause else ''}: {'; '.join(parts) or 'no definitions changed'}"
+        if cause:
+            line = f"reloaded {rec.name} ({cause}){': ' if parts else ''}{'; '.join(parts)}"
+        else:
+            line = f"reloaded {rec.name}: {'; '.join(parts) or 'no definitions changed'}"
         self._emit(report, "reloaded", rec.name, line)
         return dependents
 
@@ -398,6 +407,8 @@ class _Reloader:
         return (module, name, bound_as) in rec.bindings[1]
 
     def _user_ns(self) -> dict[str, Any] | None:
+        if self.namespace is not None:
+            return self.namespace
         if self.shell is not None:
             return self.shell.user_ns
         shell = _current_shell()
@@ -421,6 +432,19 @@ class _Reloader:
     def _emit(self, report: ReloadReport, kind: str, name: str, line: str) -> None:
         getattr(report, kind).append(name)
         report.lines.append(line)
+
+    def post_execute(self) -> None:
+        """IPython ``post_execute`` hook: take the baseline of modules the cell imported, while it is fresh."""
+        try:
+            report = ReloadReport()
+            pending: dict[str, bytes] = {}
+            self._discover(report, pending)
+            if pending:
+                self._apply_all(pending, report)
+        except Exception:  # noqa: BLE001 - a reloader bug must not break the session
+            print("kaggle-kit reload: internal error\n" + traceback.format_exc(), file=sys.stderr)
+            return
+        _show(report)
 
     def pre_run_cell(self, info: Any = None) -> None:
         """IPython ``pre_run_cell`` hook: reload what changed and say so; never stops the cell from running."""
@@ -544,6 +568,7 @@ def enable_autoreload(*, roots: list[str | os.PathLike[str]] | None = None, ipyt
     disable_autoreload()
     reloader.shell = shell
     shell.events.register("pre_run_cell", reloader.pre_run_cell)
+    shell.events.register("post_execute", reloader.post_execute)
     _show(reloader.check(explicit=False))
 
 
@@ -551,10 +576,11 @@ def disable_autoreload() -> None:
     """Stop reloading before each cell (``reload()`` still works)."""
     if _RELOADER is None or _RELOADER.shell is None:
         return
-    try:
-        _RELOADER.shell.events.unregister("pre_run_cell", _RELOADER.pre_run_cell)
-    except ValueError:
-        pass
+    for event, hook in (("pre_run_cell", _RELOADER.pre_run_cell), ("post_execute", _RELOADER.post_execute)):
+        try:
+            _RELOADER.shell.events.unregister(event, hook)
+        except ValueError:
+            pass
     _RELOADER.shell = None
 
 

@@ -1,0 +1,157 @@
+"""Hot reload cost per cell: kaggle-kit's reloader against IPython's ``%autoreload 2``, side by side in one run.
+
+Generates a package of 100 modules, imports it in a real IPython ``InteractiveShell`` and times the shell's
+``pre_run_cell``/``post_execute`` hook path with only one reloader registered at a time:
+
+(a) a cell when nothing changed, (b) a cell after a one-line change in one module (both reloaders see the same
+change: the file is rewritten, its mtime moved forward so IPython's mtime test sees it too, then each hook runs once,
+alternating which goes first).
+
+Run: ``.venv/bin/python benchmarks/bench_reload.py [--modules 100] [--rounds 400] [--changes 30]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from IPython.core.interactiveshell import ExecutionInfo, InteractiveShell
+
+_TEMPLATE = '''"""Generated module {i}."""
+import math
+{prev_import}
+
+SCALE_{i} = {i}
+NAMES_{i} = ("a{i}", "b{i}")
+
+
+def helper_{i}(x):
+    return x + SCALE_{i}
+
+
+def compute_{i}(values):
+    total = 0.0
+    for v in values:
+        total += math.sqrt(abs(v)) * {factor}
+    return total
+
+
+class Model{i}:
+    def __init__(self, width=4):
+        self.width = width
+
+    def forward(self, x):
+        return helper_{i}(x) * self.width
+
+    @property
+    def size(self):
+        return self.width * 2
+'''
+
+
+def _write_module(folder: Path, i: int, factor: int) -> None:
+    prev = f"from .mod{i - 1:03d} import helper_{i - 1}" if i else ""
+    (folder / f"mod{i:03d}.py").write_text(_TEMPLATE.format(i=i, prev_import=prev, factor=factor))
+
+
+def _hooks(shell: InteractiveShell, hooks: list[tuple[str, Callable[..., None]]], *, on: bool) -> None:
+    for event, func in hooks:
+        registered = func in shell.events.callbacks[event]
+        if on and not registered:
+            shell.events.register(event, func)
+        elif not on and registered:
+            shell.events.unregister(event, func)
+
+
+def _cell(shell: InteractiveShell, info: ExecutionInfo) -> float:
+    """One cell's reload cost: the hooks IPython runs around a cell, timed together, output swallowed."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        start = time.perf_counter()
+        shell.events.trigger("pre_run_cell", info)
+        shell.events.trigger("post_execute")
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=400, help="no-change cells per reloader")
+    parser.add_argument("--changes", type=int, default=30, help="one-line changes, each seen by both reloaders")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-reload-") as tmp:
+        root = Path(tmp)
+        package = root / "benchpkg"
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        for i in range(args.modules):
+            _write_module(package, i, 1)
+        sys.path.insert(0, str(root))
+
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "autoreload")
+        shell.run_line_magic("autoreload", "2")
+        ipython_magics = shell.magics_manager.registry["AutoreloadMagics"]
+        ipython_hooks = [("pre_run_cell", ipython_magics.pre_run_cell),
+                         ("post_execute", ipython_magics.post_execute_hook)]
+        imports = "\n".join(f"import benchpkg.mod{i:03d}" for i in range(args.modules))
+        shell.run_cell(imports)
+
+        reload_module = importlib.import_module("kaggle_kit.reload")
+        ours = reload_module._reloader([root])
+        our_hooks = [("pre_run_cell", ours.pre_run_cell), ("post_execute", ours.post_execute)]
+        _hooks(shell, our_hooks, on=True)
+        shell.run_cell("pass")
+        info = ExecutionInfo("pass", False, False, True, None, transformed_cell="pass")
+        contenders = {"ipython": (ipython_hooks, our_hooks), "kaggle-kit": (our_hooks, ipython_hooks)}
+
+        no_change: dict[str, list[float]] = {name: [] for name in contenders}
+        block = 20
+        for start in range(0, args.rounds, block):
+            for name in (list(contenders) if start % (2 * block) == 0 else list(contenders)[::-1]):
+                mine, other = contenders[name]
+                _hooks(shell, other, on=False)
+                _hooks(shell, mine, on=True)
+                for _ in range(min(block, args.rounds - start)):
+                    no_change[name].append(_cell(shell, info))
+
+        changed: dict[str, list[float]] = {name: [] for name in contenders}
+        target = package / f"mod{args.modules // 2:03d}.py"
+        mtime = target.stat().st_mtime
+        for k in range(args.changes):
+            _write_module(package, args.modules // 2, k + 2)
+            mtime += 1.0  # IPython only reloads on a strictly newer mtime
+            os.utime(target, (mtime, mtime))
+            for name in (list(contenders) if k % 2 == 0 else list(contenders)[::-1]):
+                mine, other = contenders[name]
+                _hooks(shell, other, on=False)
+                _hooks(shell, mine, on=True)
+                changed[name].append(_cell(shell, info))
+        probe = importlib.import_module(f"benchpkg.mod{args.modules // 2:03d}")
+        if getattr(probe, f"compute_{args.modules // 2}")([4.0]) != 2.0 * (args.changes + 1):
+            raise SystemExit("the last change did not reach the module: the benchmark measured nothing")
+
+        def ms(values: list[float]) -> str:
+            return f"median {statistics.median(values) * 1e3:7.3f} ms  p90 {sorted(values)[int(len(values) * 0.9)] * 1e3:7.3f} ms"
+
+        print(f"{args.modules} project modules, {len(sys.modules)} modules in sys.modules, IPython "
+              f"{importlib.import_module('IPython').__version__}, Python {sys.version.split()[0]}")
+        for label, data in (("(a) no change", no_change), ("(b) one-line change", changed)):
+            print(label)
+            for name, values in data.items():
+                print(f"  {name:<11} {ms(values)}  (n={len(values)})")
+            ratio = statistics.median(data["kaggle-kit"]) / statistics.median(data["ipython"])
+            print(f"  ratio kaggle-kit / ipython (medians): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+"""Hot reloader: cells in a real IPython kernel with files edited on disk between them, plus in-process details."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import shutil
+import sys
+import textwrap
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kaggle_kit.errors import ReloadError
+
+reload_mod = importlib.import_module("kaggle_kit.reload")
+
+
+def put(path: Path, text: str, *, git_pull: bool = False) -> None:
+    """Write a source file; ``git_pull`` replaces it as git does: a new file renamed over it, an older mtime."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = textwrap.dedent(text).lstrip("\n")
+    if not git_pull:
+        path.write_text(text)
+        return
+    before = path.stat()
+    fresh = path.with_name(f".{path.name}.new")
+    fresh.write_text(text)
+    os.utime(fresh, ns=(before.st_atime_ns, before.st_mtime_ns - 3_600 * 10**9))
+    os.replace(fresh, path)
+
+
+# --------------------------------------------------------------------------- in a real kernel
+
+@dataclass
+class Cell:
+    out: str
+    err: str
+    error: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err + self.error
+
+
+class Kernel:
+    """A real ipykernel driven through jupyter_client."""
+
+    def __init__(self, root: Path, home: Path) -> None:
+        from jupyter_client.manager import KernelManager
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "JPY_"))}
+        env.update(IPYTHONDIR=str(home / "ipython"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+                   PYTHONDONTWRITEBYTECODE="")
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(env=env, cwd=str(root))
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=120)
+
+    def run(self, code: str) -> Cell:
+        out: list[str] = []
+        err: list[str] = []
+        error: list[str] = []
+
+        def hook(msg: dict) -> None:
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                (out if content["name"] == "stdout" else err).append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                out.append(content["data"].get("text/plain", "") + "\n")
+            elif kind == "error":
+                error.append(f"{content['ename']}: {content['evalue']}")
+
+        self.client.execute_interactive(textwrap.dedent(code), output_hook=hook, timeout=120)
+        return Cell("".join(out), "".join(err), "".join(error))
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    (root / ".kaggle-kit-root").write_text("")
+    return root
+
+
+@pytest.fixture(scope="module")
+def kernel(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    k = Kernel(project, tmp_path_factory.mktemp("kernel-home"))
+    try:
+        setup = k.run(f"""
+            import sys
+            sys.path.insert(0, {str(project)!r})
+            import kaggle_kit
+            kaggle_kit.enable_autoreload(roots=[{str(project)!r}])
+            print("ready")
+        """)
+        assert "ready" in setup.out, setup.text
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.mark.slow
+def test_changed_function_runs_new_code(kernel: Kernel, project: Path) -> None:
+    put(project / "k_func/__init__.py", "")
+    put(project / "k_func/m.py", """
+        def f():
+            return "old"
+    """)
+    assert "old" in kernel.run("from k_func.m import f\nprint(f())").out
+    put(project / "k_func/m.py", """
+        def f():
+            return "new!"
+    """)
+    cell = kernel.run("print(f())")
+    assert "new!" in cell.out, cell.text
+    assert "reloaded k_func.m: changed f" in cell.out
+    assert kernel.run("print('quiet')").text == "quiet\n"  # nothing changed: nothing said
+
+
+@pytest.mark.slow
+def test_changed_method_reaches_live_instance(kernel: Kernel, project: Path) -> None:
+    put(project / "k_meth/__init__.py", "")
+    put(project / "k_meth/models.py", """
+        class Base:
+            def tag(self):
+                return "base"
+
+        class Net(Base):
+            def forward(self):
+                return "v1-" + super().tag()
+    """)
+    assert "v1-base" in kernel.run("from k_meth.models import Net\nnet = Net()\nprint(net.forward())").out
+    put(project / "k_meth/models.py", """
+        class Base:
+            def tag(self):
+                return "base"
+
+        class Net(Base):
+            def forward(self):
+                return "v2-" + super().tag()
+
+            def extra(self):
+                return "extra"
+    """)
+    cell = kernel.run("print(net.forward(), net.extra(), isinstance(net, Net), type(net) is Net)")
+    assert "v2-base extra True True" in cell.out, cell.text
+    assert "changed Net.forward; added Net.extra" in cell.out
+
+
+@pytest.mark.slow
+def test_new_function_can_be_imported_with_from(kernel: Kernel, project: Path) -> None:
+    put(project / "k_new/__init__.py", "")
+    put(project / "k_new/util.py", "def a():\n    return 1\n")
+    kernel.run("import k_new.util")
+    put(project / "k_new/util.py", "def a():\n    return 1\n\n\ndef fresh():\n    return 'fresh'\n")
+    cell = kernel.run("from k_new.util import fresh\nprint(fresh())")
+    assert "fresh" in cell.out and not cell.error, cell.text
+    assert "added fresh" in cell.out
+
+
+@pytest.mark.slow
+def test_changed_constant_is_rebound_in_notebook(kernel: Kernel, project: Path) -> None:
+    put(project / "k_const/__init__.py", "")
+    put(project / "k_const/cfg.py", "LR = 0.1\nEPOCHS = 3\n")
+    kernel.run("from k_const.cfg import LR, EPOCHS as n_epochs\nimport k_const.cfg as cfg")
+    put(project / "k_const/cfg.py", "LR = 0.25\nEPOCHS = 7\n")
+    cell = kernel.run("print(LR, n_epochs, cfg.LR)")
+    assert "0.25 7 0.25" in cell.out, cell.text
+    assert "rebound" in cell.out and "in notebook" in cell.out
+
+
+@pytest.mark.slow
+def test_chain_where_only_the_last_changed(kernel: Kernel, project: Path) -> None:
+    put(project / "k_chain/__init__.py", "")
+    put(project / "k_chain/c.py", "SCALE = 2\n\n\ndef val():\n    return 1\n")
+    put(project / "k_chain/b.py", """
+        from .c import SCALE, val
+        FACTOR = SCALE * 10
+
+        def twice():
+            return 2 * val()
+    """)
+    put(project / "k_chain/a.py", """
+        from k_chain.b import FACTOR, twice
+
+        def top():
+            return twice() + FACTOR
+    """)
+    assert "22" in kernel.run("from k_chain.a import top\nprint(top())").out
+    put(project / "k_chain/c.py", "SCALE = 3\n\n\ndef val():\n    return 5\n")
+    cell = kernel.run("print(top())")
+    assert "40" in cell.out, cell.text
+    lines = [line for line in cell.out.splitlines() if line.startswith("reloaded")]
+    assert [line.split()[1].rstrip(":") for line in lines] == ["k_chain.c", "k_chain.b", "k_chain.a"], cell.text
+
+
+@pytest.mark.slow
+def test_syntax_error_keeps_old_module_then_fix_applies(kernel: Kernel, project: Path) -> None:
+    put(project / "k_syntax/__init__.py", "")
+    put(project / "k_syntax/m.py", "def f():\n    return 'old'\n")
+    kernel.run("from k_syntax.m import f")
+    put(project / "k_syntax/m.py", "def f():\n    return 'new'\n\ndef broken(:\n    pass\n")
+    cell = kernel.run("print(f())")
+    assert "old" in cell.out, cell.text
+    assert "reload failed: k_syntax.m: SyntaxError" in cell.err
+    assert f"{project / 'k_syntax/m.py'}:4" in cell.err
+    assert kernel.run("print(f())").text == "old\n"  # reported once, not before every cell
+    put(project / "k_syntax/m.py", "def f():\n    return 'fixed'\n")
+    cell = kernel.run("print(f())")
+    assert "fixed" in cell.out and "reloaded k_syntax.m" in cell.out, cell.text
+
+
+@pytest.mark.slow
+def test_deleted_module_is_reported_and_kept(kernel: Kernel, project: Path) -> None:
+    put(project / "k_gone/__init__.py", "")
+    put(project / "k_gone/m.py", "def f():\n    return 'still here'\n")
+    kernel.run("from k_gone.m import f")
+    (project / "k_gone/m.py").unlink()
+    cell = kernel.run("print(f())")
+    assert "still here" in cell.out, cell.text
+    assert "source deleted: k_gone.m" in cell.out
+
+
+@pytest.mark.slow
+def test_dataclass_field_added_needs_restart(kernel: Kernel, project: Path) -> None:
+    put(project / "k_dc/__init__.py", "")
+    put(project / "k_dc/cfg.py", """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Config:
+            lr: float = 0.1
+    """)
+    kernel.run("from k_dc.cfg import Config\nold = Config()")
+    put(project / "k_dc/cfg.py", """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Config:
+            lr: float = 0.1
+            wd: float = 0.0
+    """)
+    cell = kernel.run("print(Config().wd)")
+    assert "restart needed: fields of dataclass Config changed (added wd)" in cell.err, cell.text
+    assert f"{project / 'k_dc/cfg.py'}:3" in cell.err
+    assert "0.0" in cell.out
+
+
+@pytest.mark.slow
+def test_git_pull_replacement_with_older_mtime(kernel: Kernel, project: Path) -> None:
+    put(project / "k_pull/__init__.py", "")
+    put(project / "k_pull/m.py", "def f():\n    return 'before pull'\n")
+    kernel.run("from k_pull.m import f")
+    put(project / "k_pull/m.py", "def f():\n    return 'after pull'\n", git_pull=True)
+    cell = kernel.run("print(f())")
+    assert "after pull" in cell.out, cell.text
+
+
+@pytest.mark.slow
+def test_non_editable_install_warns_stale_copy(kernel: Kernel, project: Path,
+                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    put(project / "k_inst/__init__.py", "")
+    put(project / "k_inst/m.py", "def f():\n    return 'v1'\n")
+    site = tmp_path_factory.mktemp("site") / "site-packages"
+    shutil.copytree(project / "k_inst", site / "k_inst")
+    cell = kernel.run(f"import sys\nsys.path.insert(0, {str(site)!r})\nfrom k_inst.m import f\nprint(f())")
+    assert "v1" in cell.out and "stale" not in cell.text, cell.text
+    put(project / "k_inst/m.py", "def f():\n    return 'v2 from git pull'\n", git_pull=True)
+    os.utime(project / "k_inst/m.py")  # the pulled file is newer than the installed copy
+    cell = kernel.run("print(f())")
+    assert "v1" in cell.out, cell.text
+    assert f"stale copy: k_inst is imported from {site / 'k_inst'}" in cell.err
+    assert f"pip install -e {project}" in cell.err
+
+
+# --------------------------------------------------------------------------- in process
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[tuple[Path, reload_mod._Reloader, dict]]:
+    """A project root on sys.path, a reloader watching it, a notebook namespace; modules removed afterwards."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    sys.path.insert(0, str(root))
+    before = set(sys.modules)
+    reloader = reload_mod._Reloader([root.resolve()])
+    reloader.namespace = {}
+    try:
+        yield root, reloader, reloader.namespace
+    finally:
+        sys.path.remove(str(root))
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
+def _baseline(reloader: reload_mod._Reloader, *names: str) -> list[types.ModuleType]:
+    modules = [importlib.import_module(n) for n in names]
+    assert not reloader.check(explicit=False), "the first check must only take the baseline"
+    return modules
+
+
+def test_unchanged_files_are_not_read_and_a_touch_is_not_a_change(tree, monkeypatch) -> None:
+    root, reloader, _ = tree
+    put(root / "p_fast/__init__.py", "")
+    for i in range(5):
+        put(root / f"p_fast/m{i}.py", f"X = {i}\n")
+    _baseline(reloader, *[f"p_fast.m{i}" for i in range(5)])
+    reads: list[str] = []
+    real_read = reload_mod._read
+    monkeypatch.setattr(reload_mod, "_read", lambda path: reads.append(path) or real_read(path))
+    assert not reloader.check(explicit=False)
+    assert reads == []
+    os.utime(root / "p_fast/m3.py", ns=(1, 1))
+    assert not reloader.check(explicit=False)  # stat changed, content did not: hashed, nothing reloaded
+    assert reads == [str(root.resolve() / "p_fast/m3.py")]
+
+
+def test_import_error_is_all_or_nothing_and_retried(tree) -> None:
+    root, reloader, _ = tree
+    put(root / "p_imp/__init__.py", "")
+    put(root / "p_imp/base.py", "A = 1\n")
+    put(root / "p_imp/user.py", "from .base import A\n\ndef f():\n    return 'old'\n")
+    base, user = _baseline(reloader, "p_imp.base", "p_imp.user")
+    put(root / "p_imp/user.py", "EXTRA = 1\nfrom .base import A, B\n\ndef f():\n    return 'new'\n\n\ndef g():\n    pass\n")
+    report = reloader.check(explicit=False)
+    assert report.failed == ["p_imp.user"]
+    assert "ImportError" in report.lines[0] and "user.py:2" in report.lines[0]
+    assert user.f() == "old" and not hasattr(user, "EXTRA") and not hasattr(user, "g")
+    put(root / "p_imp/base.py", "A = 1\nB = 2\n")
+    report = reloader.check(explicit=False)
+    assert report.reloaded == ["p_imp.base", "p_imp.user"], report.lines
+    assert user.f() == "new" and user.B == 2
+
+
+def test_modules_reload_after_the_modules_they_import(tree) -> None:
+    root, reloader, _ = tree
+    put(root / "p_ord/__init__.py", "")
+    put(root / "p_ord/z_base.py", "SCALE = 2\n")
+    put(root / "p_ord/a_user.py", "from p_ord.z_base import SCALE\nFACTOR = SCALE * 10\n")
+    _, user = _baseline(reloader, "p_ord.z_base", "p_ord.a_user")
+    put(root / "p_ord/z_base.py", "SCALE = 3\n")
+    put(root / "p_ord/a_user.py", "from p_ord.z_base import SCALE\nFACTOR = SCALE * 100\n")
+    report = reloader.check(explicit=False)
+    assert report.reloaded == ["p_ord.z_base", "p_ord.a_user"]
+    assert user.FACTOR == 300
+
+
+def test_shapes_that_need_a_restart(tree) -> None:
+    root, reloader, ns = tree
+    put(root / "p_shape/__init__.py", "")
+    put(root / "p_shape/m.py", """
+        import enum
+
+        class Base: pass
+        class Other: pass
+
+        class Child(Base):
+            def f(self):
+                return 1
+
+        class Slotted:
+            __slots__ = ("a",)
+
+        class Color(enum.Enum):
+            RED = 1
+    """)
+    (m,) = _baseline(reloader, "p_shape.m")
+    old_child = m.Child
+    put(root / "p_shape/m.py", """
+        import enum
+
+        class Base: pass
+        class Other: pass
+
+        class Child(Other):
+            def f(self):
+                return 2
+
+        class Slotted:
+            __slots__ = ("a", "b")
+
+        class Color(enum.Enum):
+            RED = 1
+            BLUE = 2
+    """)
+    report = reloader.check(explicit=False)
+    text = str(report)
+    assert "restart needed: bases of Child changed (Base -> Other)" in text
+    assert "restart needed: __slots__ of Slotted changed" in text
+    assert "restart needed: members of Enum Color changed (added BLUE)" in text
+    assert m.Child is not old_child and m.Child().f() == 2  # the new class is used from now on
+
+
+def test_enum_method_change_keeps_members(tree) -> None:
+    root, reloader, _ = tree
+    put(root / "p_enum/__init__.py", "")
+    put(root / "p_enum/m.py", "import enum\n\nclass Color(enum.Enum):\n    RED = 1\n\n    def label(self):\n        return 'red?'\n")
+    (m,) = _baseline(reloader, "p_enum.m")
+    red = m.Color.RED
+    put(root / "p_enum/m.py", "import enum\n\nclass Color(enum.Enum):\n    RED = 1\n\n    def label(self):\n        return 'red!'\n")
+    report = reloader.check(explicit=False)
+    assert not report.restart_needed
+    assert m.Color.RED is red and m.Color(1) is red and red.label() == "red!"
+
+
+def test_shared_constant_rebound_only_where_imported(tree) -> None:
+    root, reloader, ns = tree
+    put(root / "p_atom/__init__.py", "")
+    put(root / "p_atom/flags.py", "DEBUG = False\n")
+    put(root / "p_atom/importer.py", "from .flags import DEBUG\n")
+    put(root / "p_atom/own.py", "DEBUG = False\n")
+    _, importer, own = _baseline(reloader, "p_atom.flags", "p_atom.importer", "p_atom.own")
+    put(root / "p_atom/flags.py", "DEBUG = True\n")
+    reloader.check(explicit=False)
+    assert importer.DEBUG is True
+    assert own.DEBUG is False  # same name, same object, but never imported from flags
+
+
+def test_decorated_function_gets_new_body(tree) -> None:
+    root, reloader, ns = tree
+    put(root / "p_deco/__init__.py", "")
+    put(root / "p_deco/m.py", """
+        import functools
+
+        def logged(fn):
+            @functools.wraps(fn)
+            def wrapper(*args):
+                return ("logged", fn(*args))
+            return wrapper
+
+        @logged
+        def f(x):
+            return x + 1
+    """)
+    (m,) = _baseline(reloader, "p_deco.m")
+    held = m.f
+    put(root / "p_deco/m.py", (root / "p_deco/m.py").read_text().replace("x + 1", "x + 100"))
+    reloader.check(explicit=False)
+    assert held(1) == ("logged", 101) and m.f is held
+
+
+def test_compiled_extension_change_needs_restart(tree) -> None:
+    root, reloader, _ = tree
+    put(root / "p_ext/__init__.py", "")
+    so = root.resolve() / f"p_ext/fast{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    so.write_bytes(b"\x7fELF v1")
+    importlib.import_module("p_ext")
+    fake = types.ModuleType("p_ext.fast")
+    fake.__file__ = str(so)
+    sys.modules["p_ext.fast"] = fake
+    assert not reloader.check(explicit=False)
+    so.write_bytes(b"\x7fELF version 2")
+    report = reloader.check(explicit=False)
+    assert report.restart_needed == ["p_ext.fast"]
+    assert "compiled extension p_ext.fast" in report.lines[0]
+
+
+def test_change_made_before_the_first_check_is_reloaded(tree, monkeypatch) -> None:
+    root, reloader, _ = tree
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    put(root / "p_late/__init__.py", "")
+    put(root / "p_late/m.py", "def f():\n    return 'imported'\n")
+    m = importlib.import_module("p_late.m")
+    put(root / "p_late/m.py", "def f():\n    return 'pulled before the reloader looked'\n", git_pull=True)
+    report = reloader.check(explicit=True)
+    assert report.reloaded == ["p_late.m"] and m.f() == "pulled before the reloader looked"
+
+
+def test_enable_autoreload_outside_ipython_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ReloadError, match="needs a running IPython"):
+        reload_mod.enable_autoreload(roots=[tmp_path])
+    with pytest.raises(ReloadError, match="is not a folder"):
+        reload_mod.reload(roots=[tmp_path / "missing"])
