@@ -69,7 +69,7 @@ def _install_kill_hooks(kill_in_write: int, kill_in_upload: int) -> None:
         KaggleApi.upload_complete = dying_upload
 
 
-def main() -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ckpt-dir", required=True)
     parser.add_argument("--out", required=True)
@@ -80,7 +80,12 @@ def main() -> int:
     parser.add_argument("--mirror", default="")
     parser.add_argument("--kill-in-write", type=int, default=0)
     parser.add_argument("--kill-in-upload", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (resuming if a checkpoint exists) and write the final weights to ``--out``."""
+    args = _parse(argv)
 
     from kaggle_kit.checkpoint import Checkpointer
 
