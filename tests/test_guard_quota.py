@@ -74,3 +74,25 @@ def test_source_order_sandbox_then_ledger(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_KIT_SIM_QUOTA_LEFT_S", "lots")
     with pytest.raises(ConfigError, match="KAGGLE_KIT_SIM_QUOTA_LEFT_S"):
         current_quota()
+
+
+def test_quota_from_the_stand_ins_rpc(sim_server):
+    from kaggle_kit.guard.quota import quota_from_api
+
+    before = current_quota().used_s
+    sim_server.record_gpu_use(1800.0, kernel="alice/quota-test")
+    status = current_quota(ledger_path="/nonexistent/ledger.json")  # the API wins; the ledger is never read
+    assert status.source == "api"
+    assert status.allowed_s == pytest.approx(sim_server.gpu_quota_s)
+    assert status.used_s == pytest.approx(before + 1800.0)
+    assert status.left_s == pytest.approx(sim_server.gpu_quota_s - sim_server.quota_used_s)
+    assert status.refresh_time is not None
+    assert quota_from_api().left_s == pytest.approx(status.left_s)
+
+
+def test_api_failure_falls_back_to_ledger(sim_server, tmp_path):
+    sim_server.inject_fault("500", match="GetAcceleratorQuotaStatistics", count=1)
+    path = _ledger(tmp_path, [{"accelerator": "T4", "seconds": 60}])
+    status = current_quota(ledger_path=path, allowed_s=3600)
+    assert status.source == "ledger" and status.left_s == pytest.approx(3540)
+    assert any("API quota unavailable" in n for n in status.notes)
