@@ -565,9 +565,12 @@ def train(
     )
 
 
-def train_on_ranks(ctx: Any, **kwargs: Any) -> TrainResult:
+def train_on_ranks(ctx: Any, *, model: nn.Module, **kwargs: Any) -> TrainResult:
     """Per-rank entry for :func:`kaggle_kit.guard.ddp.launch`: :func:`train` on the rank's device."""
-    return train(device=ctx.device, **kwargs)
+    import copy
+
+    # Spawn hands tensors over in shared memory: without a private copy every rank would step the same weights.
+    return train(copy.deepcopy(model), device=ctx.device, **kwargs)
 
 
 def train_with_plan(plan: Any, **kwargs: Any) -> TrainResult:

@@ -176,3 +176,32 @@ def test_bad_config_and_tiny_dataset_are_refused():
         train(make_model(), NoisyRegression(), mse, TrainConfig(precision="fp8"), clock=StopAfter(None))
     with pytest.raises(ConfigError, match="40 samples, fewer than train.batch_size = 64"):
         train(make_model(), NoisyRegression(), mse, TrainConfig(batch_size=64), clock=StopAfter(None))
+
+
+def rank_checkpointer(rank: int, directory: str) -> Checkpointer:
+    return Checkpointer(Path(directory), every_minutes=60)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_ranks_matches_one_process(tmp_path, monkeypatch):
+    from functools import partial
+
+    from kaggle_kit.guard.accelerator import detect_accelerator, plan_devices
+    from kaggle_kit.training import train_with_plan
+
+    monkeypatch.setenv("KAGGLE_KIT_SIM_ACCELERATOR", "T4x2")
+    plan = plan_devices("gpu", detect_accelerator())
+    assert plan.world_size == 2
+    cfg = TrainConfig(epochs=2, batch_size=4, grad_accum_steps=2, precision="fp32", scheduler="none", lr=0.05)
+    results = {}
+    for name, world in (("ddp", plan), ("single", plan_devices("cpu", detect_accelerator()))):
+        result = train_with_plan(world, model=make_model(dropout=0.0), dataset=NoisyRegression(), loss_fn=mse,
+                                 config=cfg, checkpointer=partial(rank_checkpointer, directory=str(tmp_path / name)),
+                                 clock=StopAfter(None), output_dir=tmp_path / f"out-{name}", progress=False)
+        model = make_model(dropout=0.0, seed=7)
+        restored = Checkpointer(tmp_path / name).restore(model=model)
+        assert restored is not None and restored.step == result.step == 10
+        results[name] = (weights(model), [r["train_loss"] for r in result.history])
+    for key, value in results["single"][0].items():
+        torch.testing.assert_close(results["ddp"][0][key], value, rtol=1e-5, atol=1e-6)
+    assert results["ddp"][1] == pytest.approx(results["single"][1], rel=1e-5)
