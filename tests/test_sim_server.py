@@ -51,8 +51,6 @@ def test_cli_dataset_create_version_files_download_delete(kaggle_cli: Any, sim_s
     out = _ok(kaggle_cli("datasets", "create", "-p", str(ds), "--dir-mode", "zip"))
     assert "being created" in out
     assert _ok(kaggle_cli("datasets", "status", f"{SIM_USER}/{slug}")).strip() == "ready"
-    again = kaggle_cli("datasets", "create", "-p", str(ds))
-    assert "already in use" in again.stdout
 
     # v2: new content, the sub-folder zipped and unpacked by the server, a new file.
     (ds / "data.csv").write_text("a,b\n3,4\n")
@@ -62,9 +60,7 @@ def test_cli_dataset_create_version_files_download_delete(kaggle_cli: Any, sim_s
                                              "--dir-mode", "zip"))
 
     v1_files = _ok(kaggle_cli("datasets", "files", f"{SIM_USER}/{slug}/1"))
-    v2_files = _ok(kaggle_cli("datasets", "files", f"{SIM_USER}/{slug}"))
     assert "sub/inner.txt" in v1_files and "new.txt" not in v1_files
-    assert "sub/inner.txt" in v2_files and "new.txt" in v2_files
     assert f"{SIM_USER}/{slug}" in _ok(kaggle_cli("datasets", "list", "--mine"))
 
     _ok(kaggle_cli("datasets", "download", f"{SIM_USER}/{slug}", "-p", str(tmp_path / "all")))
@@ -73,9 +69,6 @@ def test_cli_dataset_create_version_files_download_delete(kaggle_cli: Any, sim_s
         assert zf.read("sub/inner.txt") == b"inside v2"
     _ok(kaggle_cli("datasets", "download", f"{SIM_USER}/{slug}/1", "-f", "data.csv", "-p", str(tmp_path / "one")))
     assert (tmp_path / "one" / "data.csv").read_text() == "a,b\n1,2\n"
-    _ok(kaggle_cli("datasets", "download", f"{SIM_USER}/{slug}/1", "-p", str(tmp_path / "v1")))
-    with zipfile.ZipFile(tmp_path / "v1" / f"{slug}.zip") as zf:
-        assert sorted(zf.namelist()) == ["data.csv", "sub/inner.txt"]
 
     _ok(kaggle_cli("datasets", "metadata", f"{SIM_USER}/{slug}", "-p", str(tmp_path / "meta")))
     info = json.loads((tmp_path / "meta" / "dataset-metadata.json").read_text())["info"]
@@ -101,8 +94,6 @@ def test_cli_kernels_push_status_pull_list_and_quota(kaggle_cli: Any, sim_server
     assert source["cells"][0]["source"] == "x = 1"
     meta = json.loads((tmp_path / "pull1" / "kernel-metadata.json").read_text())
     assert meta["id"] == f"{SIM_USER}/{slug}" and meta["enable_internet"] is False
-    _ok(kaggle_cli("kernels", "pull", f"{SIM_USER}/{slug}", "-p", str(tmp_path / "pull2")))
-    assert json.loads((tmp_path / "pull2" / f"{slug}.ipynb").read_text())["cells"][0]["source"] == "x = 2"
     assert f"{SIM_USER}/{slug}" in _ok(kaggle_cli("kernels", "list", "--mine"))
 
     before = sim_server.quota_used_s
@@ -123,7 +114,8 @@ def test_cli_push_runs_in_sandbox_and_output_downloads(kaggle_cli: Any, sim_serv
         f"n = int(open('/kaggle/input/datasets/{SIM_USER}/{ds_slug}/n.txt').read())",
         f"assert open('/kaggle/input/{ds_slug}/n.txt').read() == '41'",
         "import os\nos.makedirs('/kaggle/working/sub', exist_ok=True)\n"
-        "open('/kaggle/working/sub/answer.txt', 'w').write(str(n + 1))\nprint('gpu', os.environ['KAGGLE_KIT_SIM_ACCELERATOR'])",
+        "open('/kaggle/working/sub/answer.txt', 'w').write(str(n + 1))\n"
+        "print('gpu', os.environ['KAGGLE_KIT_SIM_ACCELERATOR'])",
     ]
     folder = _kernel_folder(tmp_path / "k", slug, cells, dataset_sources=[f"{SIM_USER}/{ds_slug}"], enable_gpu=True)
     quota_before = sim_server.quota_used_s
@@ -144,6 +136,7 @@ def test_python_client_datasets_and_kernels(sim_server: Any, tmp_path: Path) -> 
     slug = "py-client-data"
     ds = _dataset_folder(tmp_path / "ds", slug, {"a.txt": "one"})
     assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
+    assert "already in use" in api.dataset_create_new(str(ds), quiet=True).error
     (ds / "a.txt").write_text("two")
     assert api.dataset_create_version(str(ds), "v2", quiet=True).status == "ok"
     assert api.dataset_status(f"{SIM_USER}/{slug}") == "ready"
@@ -164,8 +157,10 @@ def test_python_client_datasets_and_kernels(sim_server: Any, tmp_path: Path) -> 
     reply = api.kernels_push(str(folder), no_run=True)
     assert reply.version_number == 1 and not reply.error
     assert api.kernels_status(f"{SIM_USER}/{kslug}").status.name == "NEW_SCRIPT"
-    path = api.kernels_pull(f"{SIM_USER}/{kslug}", str(tmp_path / "pulled"))
-    assert "print('hi')" in Path(path).read_text()
+    _kernel_folder(folder, kslug, ["print('again')"])
+    assert api.kernels_push(str(folder), no_run=True).version_number == 2
+    assert "print('again')" in Path(api.kernels_pull(f"{SIM_USER}/{kslug}", str(tmp_path / "v2"))).read_text()
+    assert "print('hi')" in Path(api.kernels_pull(f"{SIM_USER}/{kslug}/1", str(tmp_path / "v1"))).read_text()
     assert f"{SIM_USER}/{kslug}" in [k.ref for k in api.kernels_list(mine=True)]
     quota = api.quota_view()
     assert quota.gpu_quota.total_time_allowed.total_seconds() == 30 * 3600
@@ -397,3 +392,27 @@ def test_server_refuses_non_loopback_and_bad_credentials(tmp_path: Path) -> None
         SimServer(tmp_path, username=SIM_USER, key="k", host="0.0.0.0")
     with pytest.raises(ConfigError, match="key"):
         SimServer(tmp_path, username=SIM_USER, key="")
+
+
+def test_serve_command_prints_url_first_serves_and_stops_on_sigterm(kaggle_isolation: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    key = "f" * 32
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaggle_kit", "sim", "serve", "--port", "0", "--state", str(tmp_path / "state"),
+         "--user", SIM_USER, "--key", key, "--no-sandbox", "--fault", "500,match=ListDatasets"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
+        endpoint = f"{url}/api/v1/datasets.DatasetApiService/ListDatasets"
+        assert requests.post(endpoint, json={}, auth=(SIM_USER, key)).status_code == 500  # the --fault
+        assert requests.post(endpoint, json={}, auth=(SIM_USER, key)).json() == {"datasets": [], "nextPageToken": ""}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"export HTTP_PROXY={url}" in out and "export KAGGLE_API_ENVIRONMENT=LOCALHOST" in out
+    assert "ListDatasets 500" in err and key not in err

@@ -495,7 +495,10 @@ class SimServer:
     @staticmethod
     def _page(items: list[Any], body: dict[str, Any]) -> tuple[list[Any], str]:
         size = _int(body.get("pageSize"), 20) or 20
-        start = _int(body.get("pageToken"), 0) if body.get("pageToken") else (max(_int(body.get("page"), 1), 1) - 1) * size
+        if body.get("pageToken"):
+            start = _int(body.get("pageToken"), 0)
+        else:
+            start = (max(_int(body.get("page"), 1), 1) - 1) * size
         chunk = items[start:start + size]
         return chunk, (str(start + size) if start + size < len(items) else "")
 
@@ -681,7 +684,8 @@ class SimServer:
             quick_save = body.get("kernelExecutionType") == "QUICK_SAVE"
             version = {
                 "number": number, "created": time.time(), "source": str(body.get("text") or ""),
-                "language": str(body.get("language") or "python"), "kernel_type": str(body.get("kernelType") or "notebook"),
+                "language": str(body.get("language") or "python"),
+                "kernel_type": str(body.get("kernelType") or "notebook"),
                 "private": bool(body.get("isPrivate", True)), "enable_gpu": bool(body.get("enableGpu", False)),
                 "enable_tpu": bool(body.get("enableTpu", False)),
                 "enable_internet": bool(body.get("enableInternet", False)),
@@ -843,7 +847,8 @@ class SimServer:
         for source in version["kernel_sources"]:
             parts = source.strip("/").split("/")
             with self.store.lock:
-                kernel = self.store.data["kernels"].get(f"{parts[0].lower()}/{parts[1].lower()}") if len(parts) > 1 else None
+                kernel = (self.store.data["kernels"].get(f"{parts[0].lower()}/{parts[1].lower()}")
+                          if len(parts) > 1 else None)
                 candidates = [v for v in (kernel or {}).get("versions", []) if v["status"] == "COMPLETE"]
             if len(parts) > 2 and parts[2].lstrip("v").isdigit():
                 candidates = [v for v in candidates if v["number"] == int(parts[2].lstrip("v"))]
@@ -865,7 +870,8 @@ class SimServer:
         quota_left = max(0.0, self.gpu_quota_s - self.quota_used_s) if _sessions.uses_gpu_quota(accelerator) else None
         return _sessions.SessionPlan(
             notebook=notebook, mounts=tuple(mounts), internet=version["enable_internet"], accelerator=accelerator,
-            time_limit_s=limit, clock_scale=self.clock_scale, quota_left_s=quota_left, api_url=self.url if version["enable_internet"] else None,
+            time_limit_s=limit, clock_scale=self.clock_scale, quota_left_s=quota_left,
+            api_url=self.url if version["enable_internet"] else None,
             secrets={"KAGGLE_USERNAME": self.username, "KAGGLE_KEY": self._key})
 
     def _run_session(self, key: str, number: int) -> None:
