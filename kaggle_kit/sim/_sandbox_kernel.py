@@ -198,8 +198,9 @@ class _Deadline:
             if self._done:
                 return
             self._done = True
-            self.fired_at = time.time()
             self._kill()
+            # Stamped once every process is dead: nothing the session wrote can be later than this.
+            self.fired_at = time.time()
 
     @property
     def fired(self) -> bool:

@@ -29,6 +29,7 @@ import os
 import re
 import secrets as _secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -138,7 +139,7 @@ class SessionResult:
         internet_blocked: whether the kernel was cut off from the network (internet off, in its own network
             namespace); False when the internet was on, or off but not enforceable in the fallback.
         failed_cell: index (in the notebook's cells) of the cell that raised, or None.
-        killed_at: epoch seconds of the kill, or None.
+        killed_at: epoch seconds when the kill was done (every process of the session dead), or None.
         session_dir: the session's folder.
     """
 
@@ -213,6 +214,8 @@ class _Session:
     limit_s: float
     quota_s: float | None
     nb: nbformat.NotebookNode
+    interrupted: bool = False
+    ipc_dir: Path | None = None  # a short folder for the kernel's sockets when the private one's path is too long
 
 
 class Sandbox:
@@ -231,31 +234,42 @@ class Sandbox:
         session = self._prepare(spec)
         outcome: dict[str, Any] = {}
         log = _SessionLog(session.log_path, time.monotonic())
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome.update(asyncio.run(self._execute(session, log)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                outcome["crash"] = exc
+            finally:
+                done.set()
+
         # The session's event loop gets a thread of its own, so run() also works where a loop is already running.
-        worker = threading.Thread(
-            target=lambda: outcome.update(asyncio.run(self._execute(session, log))),
-            name=f"kaggle-kit-session-{session.session_id}",
-            daemon=True,
-        )
+        worker = threading.Thread(target=work, name=f"kaggle-kit-session-{session.session_id}", daemon=True)
         interrupted = False
         try:
             worker.start()
             try:
-                worker.join()
+                while not done.wait(0.5):
+                    pass
             except BaseException:
-                # Ctrl-C in the caller: end the session as a kill would, then let the interrupt through.
-                interrupted = True
+                # Ctrl-C (or SIGTERM in the CLI): end the session as a kill would, then let the interrupt through.
+                interrupted = session.interrupted = True
+                log.sandbox("interrupted by the caller: killing the session")
                 pid = _running_pids.get(str(session.folder))
                 if pid:
                     kill_session(pid)
-                worker.join()
+                while not done.wait(0.5):
+                    pass
                 raise
             finally:
                 output_dir = self._finish(session, log, keep_output=spec.run_type == "Batch" and not interrupted)
         finally:
             log.close()
         if "status" not in outcome:
-            raise SandboxError(f"session {session.session_id} ended without a result; see {session.log_path}")
+            raise SandboxError(
+                f"session {session.session_id} ended without a result ({outcome.get('crash')!r}); see {session.log_path}"
+            ) from outcome.get("crash")
         wall_s = float(outcome.get("wall_s", 0.0))
         used = wall_s * spec.clock_scale * gpu_burn_rate(spec.accelerator)
         if spec.quota_left_s is not None:
@@ -410,6 +424,8 @@ class Sandbox:
         if deadline is not None and deadline.fired and outcome.get("status") != "COMPLETE":
             outcome.update(_killed(deadline, session))
         outcome.setdefault("status", "ERROR")
+        if session.interrupted and outcome["status"] != "COMPLETE":
+            outcome["failure"] = "The session was interrupted by the caller."
         if outcome["status"] == "ERROR" and not outcome.get("failure"):
             outcome["failure"] = "The kernel died unexpectedly."
         _record_kernel_stderr(stderr_path, log)
@@ -429,11 +445,14 @@ class Sandbox:
                 session.output_dir.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(session.tree / "working", session.output_dir)
                 output_dir = session.output_dir
-            else:
+            elif session.spec.run_type == "Interactive":
                 log.sandbox("Interactive session: /kaggle/working is discarded, as on Kaggle")
+            else:
+                log.sandbox("interrupted session: /kaggle/working is discarded")
         finally:
-            for folder in (session.tree, session.home, session.private):
-                shutil.rmtree(folder, ignore_errors=True)
+            for folder in (session.tree, session.home, session.private, session.ipc_dir):
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
         return output_dir
 
 
@@ -533,9 +552,8 @@ def _ipc_prefix(session: _Session) -> str:
     prefix = session.private / "k"
     if len(str(prefix)) + 6 <= _UNIX_SOCKET_MAX:
         return str(prefix)
-    short = Path(tempfile.mkdtemp(prefix="kk-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    (session.private / "ipc").symlink_to(short)  # removed, with its target, when the session ends
-    return str(short / "k")
+    session.ipc_dir = Path(tempfile.mkdtemp(prefix="kk-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    return str(session.ipc_dir / "k")
 
 
 def _write_private_json(path: Path, data: Any) -> None:
@@ -735,6 +753,11 @@ def _secrets_from_args(items: list[str]) -> dict[str, str]:
     return values
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM ends the session the way Ctrl-C does: every process of the session killed, its folders removed.
+    raise SystemExit(128 + signum)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``kaggle-kit sim run``: run one session and say where its notebook, log and output are."""
     spec = SessionSpec(
@@ -749,7 +772,11 @@ def run_command(args: argparse.Namespace) -> int:
         api_url=args.api_url,
         secrets=_secrets_from_args(args.secrets),
     )
-    result = Sandbox(args.workdir).run(spec)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = Sandbox(args.workdir).run(spec)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"session {result.session_id}: {result.status} in {result.wall_s:.1f} s (isolation: {result.isolation})")
     if result.isolation_note and result.isolation == "env":
         print(f"  fallback: {result.isolation_note}; the kernel used KAGGLE_KIT_KAGGLE_ROOT instead of /kaggle")
