@@ -10,7 +10,6 @@ the project is imported from a stale installed copy.
 
 from __future__ import annotations
 
-import ast
 import heapq
 import importlib.machinery
 import os
@@ -21,18 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kaggle_kit import _reload_patch as patch
+from kaggle_kit import _reload_apply as apply
 from kaggle_kit import _reload_scan as scan
 from kaggle_kit.errors import ReloadError, RootNotFoundError
 
 __all__ = ["ReloadReport", "add_root", "disable_autoreload", "enable_autoreload", "reload"]
 
-_MODULE_META = ("__name__", "__doc__", "__file__", "__package__", "__loader__", "__spec__", "__path__",
-                "__cached__", "__builtins__")
-_SELF = frozenset({__name__, "kaggle_kit._reload_patch", "kaggle_kit._reload_scan"})
+_SELF = frozenset({__name__, "kaggle_kit._reload_apply", "kaggle_kit._reload_patch", "kaggle_kit._reload_scan"})
 _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-# Values that many unrelated names share by identity: rebound only where an import statement confirms the binding.
-_SHARED_ATOMS = (int, float, complex, bool, str, bytes, type(None), tuple, frozenset)
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh"})
 
 
@@ -132,7 +127,9 @@ class _Reloader:
                 self._warn_stale(report, copy, newer)
         if pending or explicit:
             for rec in self._tracked.values():
-                if rec.failure is not None and not rec.failure[1] and rec.name not in pending:
+                # An import error may be cured by another module; a syntax error only by its own file, but an
+                # explicit reload() says again what is still broken.
+                if rec.failure is not None and (explicit or not rec.failure[1]) and rec.name not in pending:
                     pending[rec.name] = rec.failed_source
         if pending:
             self._apply_all(pending, report)
@@ -252,37 +249,20 @@ class _Reloader:
                        f"restart needed: compiled extension {rec.name} ({rec.path}) changed; Python cannot reload "
                        f"a compiled extension in place")
             return []
-        try:
-            code = compile(data, rec.path, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:
-            where = f"{getattr(exc, 'filename', None) or rec.path}:{getattr(exc, 'lineno', None) or '?'}"
-            self._fail(rec, data, new_digest, True, f"{type(exc).__name__}: {getattr(exc, 'msg', exc)} at {where}",
-                       report)
+        outcome = apply.apply_source(rec.module, rec.path, rec.source, data, rerun=bool(cause))
+        if outcome.error is not None:
+            rec.failure, rec.failed_source = (new_digest, outcome.syntax_error), data
+            self._emit(report, "failed", rec.name,
+                       f"reload failed: {rec.name}: {outcome.error}; the old module stays loaded and is tried again "
+                       f"once fixed")
             return []
-        module = rec.module
-        old_ns = dict(module.__dict__)
-        module.__dict__.clear()
-        module.__dict__.update({k: old_ns[k] for k in _MODULE_META if k in old_ns})
-        try:
-            exec(code, module.__dict__)  # noqa: S102 - re-executing the project's own module is the point
-        except BaseException as exc:
-            # All or nothing: the old namespace comes back whole, so no half-applied module is left behind.
-            module.__dict__.clear()
-            module.__dict__.update(old_ns)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self._fail(rec, data, new_digest, False, f"{type(exc).__name__}: {exc} at {_where(exc, rec.path)}",
-                       report)
-            return []
-        self._restore_submodules(rec.name, old_ns, module)
-        log = patch.PatchLog()
-        rebinds, restart = self._patch_namespace(rec.name, old_ns, module.__dict__, code, log)
         rec.digest, rec.source, rec.failure, rec.failed_source = new_digest, data, None, b""
-        for reason in restart:
+        for reason in outcome.restart:
             self._emit(report, "restart_needed", rec.name,
                        f"restart needed: {reason}; existing objects keep the old definition, restart the kernel to "
                        f"apply it everywhere")
-        where, dependents = self._rebind(rec.name, rebinds)
+        where, dependents = self._rebind(rec.name, outcome.rebinds, report)
+        log = outcome.log
         parts = [f"{label} {', '.join(names)}" for label, names in
                  (("changed", log.changed), ("added", log.added), ("removed", log.removed)) if names]
         if where:
@@ -294,77 +274,8 @@ class _Reloader:
         self._emit(report, "reloaded", rec.name, line)
         return dependents
 
-    def _fail(self, rec: _Tracked, data: bytes, new_digest: bytes, syntax: bool, what: str,
-              report: ReloadReport) -> None:
-        rec.failure, rec.failed_source = (new_digest, syntax), data
-        self._emit(report, "failed", rec.name,
-                   f"reload failed: {rec.name}: {what}; the old module stays loaded and is tried again once fixed")
-
-    @staticmethod
-    def _restore_submodules(name: str, old_ns: dict[str, Any], module: types.ModuleType) -> None:
-        # The import system set these attributes on the package; its __init__ need not import them again.
-        for key, value in old_ns.items():
-            if key not in module.__dict__ and isinstance(value, types.ModuleType) \
-                    and sys.modules.get(f"{name}.{key}") is value:
-                module.__dict__[key] = value
-
-    def _patch_namespace(self, name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], code: types.CodeType,
-                         log: patch.PatchLog) -> tuple[dict[int, tuple[str, Any, Any, bool]], list[str]]:
-        canon: dict[int, Any] = {}
-        plan: list[tuple[str, str]] = []
-        restart: list[str] = []
-        for key, new in new_ns.items():
-            old = old_ns.get(key, patch._MISSING)
-            if key in _MODULE_META or old is new:
-                continue
-            if old is patch._MISSING:
-                if getattr(new, "__module__", name) == name and not isinstance(new, types.ModuleType):
-                    log.note("added", key)
-                continue
-            own = getattr(old, "__module__", None) == name == getattr(new, "__module__", None) \
-                and getattr(old, "__qualname__", None) == getattr(new, "__qualname__", None)
-            if own and isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType) \
-                    and old.__code__.co_freevars == new.__code__.co_freevars:
-                canon[id(new)] = old
-                plan.append((key, "function"))
-            elif own and isinstance(old, type) and isinstance(new, type):
-                reasons = patch.restart_reasons(old, new)
-                if reasons:
-                    line = _class_line(code, new.__qualname__)
-                    restart.extend(f"{r}, in {new_ns.get('__file__')}:{line}" for r in reasons)
-                    plan.append((key, "value"))
-                else:
-                    patch.collect_class_pairs(old, new, canon)
-                    plan.append((key, "class"))
-            elif type(old) is type(new) and isinstance(old, _SHARED_ATOMS) and patch._equal(old, new):
-                new_ns[key] = old  # an equal constant keeps its identity, so nothing bound to it needs rebinding
-            else:
-                plan.append((key, "value"))
-        rebinds: dict[int, tuple[str, Any, Any, bool]] = {}
-        for key, kind in plan:
-            old, new = old_ns[key], new_ns[key]
-            if kind == "function":
-                if not patch.same_function(old, new):
-                    log.note("changed", key)
-                patch.patch_function(old, new, canon)
-                new_ns[key] = old
-            elif kind == "class":
-                patch.patch_class(old, new, canon, log)
-                new_ns[key] = old
-            else:
-                value_changed = not (type(old) is type(new) and patch._equal(old, new))
-                if value_changed:
-                    log.note("changed", key)
-                rebinds[id(old)] = (key, old, new, value_changed)
-        for key, value in list(new_ns.items()):
-            if canon and isinstance(value, (list, dict, tuple, set)) and len(value) <= 1000 and key not in _MODULE_META:
-                new_ns[key] = patch.fix_containers(value, canon)
-        for key, old in old_ns.items():
-            if key not in new_ns and getattr(old, "__module__", name) == name and not isinstance(old, types.ModuleType):
-                log.note("removed", key)
-        return rebinds, restart
-
-    def _rebind(self, name: str, rebinds: dict[int, tuple[str, Any, Any, bool]]) -> tuple[list[str], list[tuple[str, str]]]:
+    def _rebind(self, name: str, rebinds: dict[int, apply.Rebind],
+                report: ReloadReport) -> tuple[list[str], list[tuple[str, str]]]:
         """Point names bound by ``from name import x`` (notebook and project modules) at the new objects."""
         if not rebinds:
             return [], []
@@ -376,24 +287,36 @@ class _Reloader:
             spaces.append(("notebook", user_ns, None))
         spaces += [(n, r.module.__dict__, r) for n, r in self._tracked.items() if n != name]
         for label, ns, rec in spaces:
-            hits: list[str] = []
-            data_changed: list[str] = []
-            for bound_as, value in list(ns.items()):
-                entry = rebinds.get(id(value))
-                if entry is None or entry[1] is not value or (rec is None and bound_as in _IPYTHON_NAMES):
-                    continue
-                key, old, new, value_changed = entry
-                if isinstance(old, _SHARED_ATOMS) and not self._confirmed(rec, name, key, bound_as):
-                    continue
-                ns[bound_as] = new
-                hits.append(bound_as)
-                if value_changed:
-                    data_changed.append(key)
+            hits, data_changed = self._rebind_in(ns, rec, name, rebinds)
             if hits:
                 where.append(f"{', '.join(hits)} in {label}")
             if rec is not None and data_changed:
                 dependents.append((rec.name, f"imports changed {', '.join(data_changed)} from {name}"))
+        history = [user_ns.get("Out"), user_ns.get("_oh")] if user_ns is not None else []
+        for entry in rebinds.values():
+            holders = apply.still_held(entry, [ns for _, ns, _ in spaces], history)
+            if holders:
+                self._emit(report, "restart_needed", name,
+                           f"restart needed: {name}.{entry.name} was re-created by the reload, but the old object is "
+                           f"still held by {', '.join(sorted(set(holders))[:3])}; those keep using the old one "
+                           f"(re-create them, or restart the kernel)")
         return where, dependents
+
+    def _rebind_in(self, ns: dict[str, Any], rec: _Tracked | None, name: str,
+                   rebinds: dict[int, apply.Rebind]) -> tuple[list[str], list[str]]:
+        hits: list[str] = []
+        data_changed: list[str] = []
+        for bound_as, value in list(ns.items()):
+            entry = rebinds.get(id(value))
+            if entry is None or entry.old is not value or (rec is None and bound_as in _IPYTHON_NAMES):
+                continue
+            if isinstance(value, apply.SHARED_ATOMS) and not self._confirmed(rec, name, entry.name, bound_as):
+                continue
+            ns[bound_as] = entry.new
+            hits.append(bound_as)
+            if entry.value_changed:
+                data_changed.append(entry.name)
+        return hits, data_changed
 
     def _confirmed(self, rec: _Tracked | None, module: str, name: str, bound_as: str) -> bool:
         """Whether an import statement bound ``bound_as`` to ``module.name`` (identity alone is ambiguous)."""
@@ -466,23 +389,6 @@ def _read(path: str) -> bytes | None:
 
 def _in_site(path: str) -> bool:
     return f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path
-
-
-def _where(exc: BaseException, path: str) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
-    own = [f for f in frames if f.filename == path]
-    frame = (own or frames or [None])[-1]
-    return f"{frame.filename}:{frame.lineno}" if frame is not None else path
-
-
-def _class_line(code: types.CodeType, qualname: str) -> int | str:
-    stack = [code]
-    while stack:
-        current = stack.pop()
-        if getattr(current, "co_qualname", current.co_name) == qualname and current is not code:
-            return current.co_firstlineno
-        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    return "?"
 
 
 def _current_shell() -> Any:
@@ -566,6 +472,9 @@ def enable_autoreload(*, roots: list[str | os.PathLike[str]] | None = None, ipyt
                           "kaggle_kit.reload() where the reload should happen")
     reloader = _reloader(roots)
     disable_autoreload()
+    ipython_autoreload = getattr(getattr(shell, "magics_manager", None), "registry", {}).get("AutoreloadMagics")
+    if getattr(getattr(ipython_autoreload, "_reloader", None), "enabled", False):
+        print("note: IPython's %autoreload is on as well; run `%autoreload off` so modules are not reloaded twice")
     reloader.shell = shell
     shell.events.register("pre_run_cell", reloader.pre_run_cell)
     shell.events.register("post_execute", reloader.post_execute)

@@ -479,3 +479,68 @@ def test_enable_autoreload_outside_ipython_is_a_clear_error(tmp_path: Path) -> N
         reload_mod.enable_autoreload(roots=[tmp_path])
     with pytest.raises(ReloadError, match="is not a folder"):
         reload_mod.reload(roots=[tmp_path / "missing"])
+
+
+def test_body_only_change_keeps_module_state_and_true_line_numbers(tree) -> None:
+    root, reloader, _ = tree
+    put(root / "p_swap/__init__.py", "")
+    put(root / "p_swap/m.py", """
+        import functools
+        LOADS = []
+        LOADS.append("loaded")
+
+        @functools.lru_cache(maxsize=None)
+        def cached(x):
+            return x * 2
+
+        class Net:
+            def forward(self):
+                return 1
+    """)
+    (m,) = _baseline(reloader, "p_swap.m")
+    loads, net = m.LOADS, m.Net()
+    assert m.cached(3) == 6
+    put(root / "p_swap/m.py", """
+        import functools
+        LOADS = []
+        LOADS.append("loaded")
+
+        @functools.lru_cache(maxsize=None)
+        def cached(x):
+            return x * 3
+
+        class Net:
+            def forward(self):
+                # a line more above the raise
+                raise RuntimeError("boom")
+    """)
+    report = reloader.check(explicit=False)
+    assert report.lines == ["reloaded p_swap.m: changed cached, Net.forward"]
+    assert m.LOADS is loads and loads == ["loaded"]  # module-level code did not run again
+    assert m.cached(3) == 9  # the old body's cached answer is gone
+    with pytest.raises(RuntimeError) as info:
+        net.forward()
+    assert info.traceback[-1].lineno + 1 == 12  # the raise is on line 12 of the new file
+
+
+def test_function_called_at_import_runs_module_again(tree) -> None:
+    root, reloader, _ = tree
+    put(root / "p_call/__init__.py", "")
+    put(root / "p_call/m.py", "def build():\n    return [1]\n\n\nTABLE = build()\n")
+    (m,) = _baseline(reloader, "p_call.m")
+    put(root / "p_call/m.py", "def build():\n    return [1, 2]\n\n\nTABLE = build()\n")
+    reloader.check(explicit=False)
+    assert m.TABLE == [1, 2]
+
+
+def test_recreated_state_still_held_by_live_object_needs_restart(tree) -> None:
+    root, reloader, ns = tree
+    put(root / "p_held/__init__.py", "")
+    put(root / "p_held/m.py", "REGISTRY = {'a': 1}\nOTHER = {'b': 1}\n\n\nclass Holder:\n    def __init__(self):\n        self.registry = REGISTRY\n")
+    (m,) = _baseline(reloader, "p_held.m")
+    ns["holder"] = m.Holder()
+    put(root / "p_held/m.py", "REGISTRY = {'a': 2}\nOTHER = {'b': 2}\n\n\nclass Holder:\n    def __init__(self):\n        self.registry = REGISTRY\n")
+    report = reloader.check(explicit=False)
+    held = [line for line in report.lines if line.startswith("restart needed")]
+    assert held == ["restart needed: p_held.m.REGISTRY was re-created by the reload, but the old object is still held "
+                    "by a Holder object; those keep using the old one (re-create them, or restart the kernel)"]
