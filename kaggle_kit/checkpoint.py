@@ -832,7 +832,8 @@ class Checkpointer:
         found: list[CheckpointInfo] = []
         for name in dict.fromkeys(names):
             try:
-                self.mirror.download_checkpoint(name, dest)
+                version = pointer.get("version") if isinstance(pointer.get("version"), int) else None
+                self.mirror.download_checkpoint(name, dest, version=version)
                 found.append(_info_from_manifest(dest / f"{name}{_MANIFEST_SUFFIX}", "mirror"))
             except Exception as exc:  # noqa: BLE001 - a failed download means "not available", never a crash
                 warnings.warn(f"could not fetch checkpoint {name} from {self.mirror.handle}: {exc}", stacklevel=3)

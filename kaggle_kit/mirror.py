@@ -1,0 +1,739 @@
+"""Mirror checkpoints to a private, versioned Kaggle Dataset in the background, and fetch them back.
+
+Every dataset version is a full snapshot (Kaggle keeps no increments and flattens folders), so each version the
+mirror creates carries exactly what a resume needs, in a handful of flat files:
+
+* the newest checkpoint's three files (``step-N.pt``, ``step-N.json``, ``step-N.manifest.json``);
+* the best checkpoint's three files, when the best is an older checkpoint (so the best model is never lost);
+* ``latest.json``, a pointer naming the newest and the best checkpoint of *this* version (a version becomes
+  visible only once all its files are in, so the pointer never names a file that is not there);
+* ``ledger.json``, the run's history: one record per session (start, end, run type, accelerator, steps).
+
+Uploads run in one daemon thread through the kaggle Python API (never the CLI), from a staging folder under the
+temp folder (never the working folder, so nothing staged becomes notebook output; the generated
+``dataset-metadata.json`` holds no credentials). A newer checkpoint submitted while another waits replaces it
+(coalescing). Calls are retried with backoff on 429 (honouring Retry-After), 5xx and dropped connections, and a 403
+"still processing" waits for the previous version. After each upload the version is verified: status ready, files
+and sizes as sent. Only then does the Checkpointer delete local checkpoints the dataset now covers.
+
+Without credentials, or without a route to the API, mirroring is OFF and says so loudly when it is built.
+``KAGGLE_KIT_API_ENDPOINT`` points everything at the offline stand-in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import email.utils
+import io
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from kaggle_kit.errors import CredentialError, MirrorError
+
+if TYPE_CHECKING:
+    from kaggle_kit.checkpoint import CheckpointInfo
+    from kaggle_kit.kaggle_api import Credentials
+
+__all__ = ["Confirmed", "DatasetMirror"]
+
+POINTER_FILE = "latest.json"
+LEDGER_FILE = "ledger.json"
+_METADATA_FILE = "dataset-metadata.json"
+_HANDLE_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)/([A-Za-z0-9][A-Za-z0-9-]{5,49})$")
+_PROD_API = "https://api.kaggle.com"
+_MAX_LEDGER_SESSIONS = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmed:
+    """The newest dataset version the mirror uploaded and verified.
+
+    Attributes:
+        version: the dataset version number.
+        latest_step: the step of the newest checkpoint in it.
+        latest_name: that checkpoint's name.
+        best_name: the best checkpoint in it (may equal ``latest_name``), or None.
+    """
+
+    version: int
+    latest_step: int
+    latest_name: str
+    best_name: str | None
+
+
+@dataclasses.dataclass
+class _Job:
+    latest: CheckpointInfo
+    best: CheckpointInfo | None
+    submitted: float
+
+
+class _Stopped(Exception):
+    """The mirror is closing: abandon the current wait."""
+
+
+class _Retry(Exception):
+    """A transient failure of one step of an upload; the whole upload is tried again."""
+
+
+def _banner(message: str) -> None:
+    print(f"[kaggle-kit] {'!' * 8} {message}", file=sys.stderr, flush=True)
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _status_of(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _body_of(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    try:
+        return str(response.text)[:300] if response is not None else ""
+    except Exception:  # noqa: BLE001 - a body that cannot be decoded is simply not shown
+        return ""
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import requests
+    import urllib3
+
+    return isinstance(
+        exc,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    )
+
+
+def _accelerator() -> str:
+    try:
+        from kaggle_kit.guard.accelerator import detect_accelerator
+
+        info = detect_accelerator()
+        return f"{info.kind}" if info.count <= 1 else f"{info.kind} x{info.count}"
+    except Exception:  # noqa: BLE001 - the ledger records "unknown" rather than failing an upload
+        return "unknown"
+
+
+class DatasetMirror:
+    """Uploads checkpoints to a private Kaggle Dataset ``owner/slug`` in the background.
+
+    Args:
+        handle: the dataset, ``owner/slug`` (slug 6-50 letters, digits or dashes); created private on first use.
+        credentials: Kaggle credentials; found like the kaggle client does, then in Kaggle Secrets, when None.
+        secret_labels: Kaggle Secrets labels to read (two for username and key, one for an access token).
+        title: the dataset's title on creation (6-50 characters).
+        staging_dir: where versions are assembled before upload; under the temp folder by default.
+        verify_timeout_s: how long to wait for a new version to become ready before trying again.
+        poll_interval_s: how often to poll the version status, and to retry a 403 "still processing".
+        backoff_s: the first retry delay; it doubles per attempt (with jitter) up to ``max_backoff_s``.
+        max_backoff_s: the longest retry delay.
+        max_attempts: attempts per upload before it is reported failed (the next checkpoint tries again).
+        check_connection: test at construction that the API host answers (a session without internet).
+    """
+
+    def __init__(
+        self,
+        handle: str,
+        *,
+        credentials: Credentials | None = None,
+        secret_labels: Sequence[str] | None = None,
+        title: str | None = None,
+        staging_dir: str | os.PathLike[str] | None = None,
+        verify_timeout_s: float = 900.0,
+        poll_interval_s: float = 5.0,
+        backoff_s: float = 2.0,
+        max_backoff_s: float = 300.0,
+        max_attempts: int = 8,
+        check_connection: bool = True,
+    ) -> None:
+        match = _HANDLE_RE.match(handle or "")
+        if not match:
+            raise MirrorError(
+                f"dataset handle {handle!r} is not owner/slug with a slug of 6-50 letters, digits or dashes: "
+                "pass e.g. DatasetMirror('alice/cmfd-checkpoints')"
+            )
+        self.handle = handle
+        self.owner, self.slug = match.group(1), match.group(2)
+        self.title = title or f"{self.slug} checkpoints"[:50]
+        if not 6 <= len(self.title) <= 50:
+            raise MirrorError(f"title {self.title!r} must be 6-50 characters long (a Kaggle dataset rule)")
+        self.verify_timeout_s = float(verify_timeout_s)
+        self.poll_interval_s = float(poll_interval_s)
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.max_attempts = int(max_attempts)
+        self.reason: str | None = None
+        self.uploads = 0
+        self.skipped = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self._credentials: Credentials | None = None
+        self._reported = False
+        self._cond = threading.Condition()
+        self._pending: _Job | None = None
+        self._busy = False
+        self._confirmed: Confirmed | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._exists: bool | None = None
+        self._ledger_sessions: list[dict[str, Any]] | None = None
+        self._session = {
+            "id": uuid.uuid4().hex[:12],
+            "started": _now_iso(),
+            "ended": _now_iso(),
+            "run_type": None,
+            "accelerator": None,
+            "first_step": None,
+            "last_step": None,
+            "versions": 0,
+        }
+        self._staging_root = self._pick_staging(staging_dir)
+        self.enabled = self._connect(credentials, secret_labels, check_connection)
+        self.report_off()
+
+    def _pick_staging(self, staging_dir: str | os.PathLike[str] | None) -> Path:
+        from kaggle_kit import env
+
+        if staging_dir is not None:
+            root = Path(staging_dir)
+        elif env.temp_dir().is_dir():
+            root = env.temp_dir() / "kaggle-kit-mirror" / f"{self.owner}-{self.slug}"
+        else:
+            root = Path(tempfile.gettempdir()) / "kaggle-kit-mirror" / f"{self.owner}-{self.slug}"
+        working = env.working_dir().resolve()
+        resolved = root.resolve()
+        if resolved == working or working in resolved.parents:
+            raise MirrorError(
+                f"staging folder {root} is inside {working}, which becomes notebook output: pass a staging_dir "
+                "under the temp folder (the default)"
+            )
+        return root
+
+    def _connect(
+        self, credentials: Credentials | None, secret_labels: Sequence[str] | None, check_connection: bool
+    ) -> bool:
+        from kaggle_kit import env, kaggle_api
+
+        try:
+            creds = credentials or kaggle_api.find_credentials(secret_labels=secret_labels)
+        except CredentialError as exc:
+            self.reason = f"the Kaggle credentials are unusable ({exc})"
+            return False
+        if creds is None:
+            self.reason = (
+                "no Kaggle credentials (KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN, ~/.kaggle, or Kaggle Secrets "
+                f"labelled {', '.join(secret_labels or kaggle_api.DEFAULT_SECRET_LABELS)})"
+            )
+            return False
+        source = Path(creds.source) if creds.source.startswith("/") else None
+        working = env.working_dir().resolve()
+        if source is not None and (working == source.resolve() or working in source.resolve().parents):
+            raise CredentialError(
+                f"the Kaggle credentials come from {creds.source}, inside {working}, which becomes notebook output: "
+                "delete that file and use Kaggle Secrets (Add-ons > Secrets) or ~/.kaggle instead"
+            )
+        if creds.username and creds.username.lower() != self.owner.lower():
+            raise MirrorError(
+                f"dataset {self.handle} belongs to {self.owner}, but the credentials ({creds.source}) are "
+                f"{creds.username}'s: use a handle like {creds.username}/{self.slug}"
+            )
+        self._credentials = creds
+        if check_connection:
+            problem = _unreachable(os.environ.get(kaggle_api.ENDPOINT_ENV) or _PROD_API)
+            if problem:
+                self.reason = f"no internet: {problem}"
+                return False
+        self._session["run_type"] = env.run_type()
+        self._session["accelerator"] = _accelerator()
+        return True
+
+    def report_off(self, *, checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        """Warn (once, loudly) when mirroring is off, naming the fallback."""
+        if self.enabled or self._reported:
+            return
+        from kaggle_kit import env
+
+        self._reported = True
+        where = str(checkpoint_dir) if checkpoint_dir else str(env.working_dir())
+        message = (
+            f"checkpoint mirroring to the Kaggle Dataset {self.handle} is OFF: {self.reason}. Checkpoints stay only "
+            f"in {where}: a Batch run (Save Version > Save & Run All) keeps /kaggle/working as its output, an "
+            "Interactive session loses it when it ends. To mirror, add the credentials as Kaggle Secrets and turn "
+            "internet on."
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        _banner(message)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret strings of the credentials in use (so callers can refuse to write them anywhere)."""
+        creds = self._credentials
+        return tuple(s for s in (creds.key, creds.token) if s) if creds else ()
+
+    def _api(self) -> Any:
+        from kaggle_kit.kaggle_api import make_api
+
+        return make_api(self._credentials)
+
+    def submit(self, latest: CheckpointInfo, best: CheckpointInfo | None = None) -> None:
+        """Queue a checkpoint (and the best one, if older) for upload; returns at once.
+
+        A job still waiting is replaced (its checkpoint is older, and the new version covers it).
+        """
+        if not self.enabled:
+            return
+        with self._cond:
+            if self._pending is not None:
+                self.skipped += 1
+            self._pending = _Job(latest, best, time.time())
+            if self._session["first_step"] is None:
+                self._session["first_step"] = latest.step
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"kaggle-kit-mirror-{self.slug}", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def confirmed(self) -> Confirmed | None:
+        """The newest version uploaded and verified by this process, or None."""
+        with self._cond:
+            return self._confirmed
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return self._pending is None and not self._busy
+
+    def flush(self, timeout: float | None = 600.0) -> bool:
+        """Wait until everything submitted is uploaded and verified.
+
+        Returns:
+            True when nothing is left and the last upload succeeded; False on timeout or failure.
+        """
+        if not self.enabled:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(timeout=left)
+            return self.last_error is None
+
+    def close(self, timeout: float | None = 600.0) -> bool:
+        """Flush, then stop the upload thread."""
+        done = self.flush(timeout)
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while self._pending is None and not self._stop.is_set():
+                    self._cond.wait()
+                if self._stop.is_set():
+                    return
+                job, self._pending = self._pending, None
+                self._busy = True
+            try:
+                confirmed = self._upload(job)
+                with self._cond:
+                    self._confirmed = confirmed
+                    self.uploads += 1
+                    self.last_error = None
+            except _Stopped:
+                return
+            except Exception as exc:  # noqa: BLE001 - the thread must survive to upload the next checkpoint
+                message = f"mirroring {job.latest.name} to {self.handle} failed: {exc}"
+                with self._cond:
+                    self.last_error = message
+                warnings.warn(message + "; the next checkpoint will try again", RuntimeWarning, stacklevel=1)
+                _banner(message)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _wait(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopped
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
+        return delay * (0.75 + 0.5 * random.random())
+
+    def _call(self, what: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
+        """Call the API, retrying what is transient; raise MirrorError for what is not."""
+        attempt = 0
+        limit = attempts or self.max_attempts
+        processing_deadline = time.monotonic() + self.verify_timeout_s
+        while True:
+            try:
+                return fn()
+            except _Stopped:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below; unknown failures are not retried
+                status = _status_of(exc)
+                if status == 403 and "processing" in _body_of(exc).lower() and time.monotonic() < processing_deadline:
+                    # The previous version is still being processed: wait for it instead of failing.
+                    self._wait(self.poll_interval_s)
+                    continue
+                if status == 429:
+                    delay = _retry_after(exc)
+                    delay = self._backoff(attempt) if delay is None else delay
+                elif (status is not None and status >= 500) or _is_connection_error(exc) or _is_upload_failure(exc):
+                    delay = self._backoff(attempt)
+                elif status in (401,):
+                    raise MirrorError(
+                        f"{what}: the Kaggle API refused the credentials (401); check KAGGLE_USERNAME/KAGGLE_KEY "
+                        "or the Secrets"
+                    ) from exc
+                else:
+                    detail = _body_of(exc) or str(exc)
+                    raise MirrorError(f"{what} failed ({status or type(exc).__name__}): {detail}") from exc
+                attempt += 1
+                if attempt >= limit:
+                    raise MirrorError(f"{what} still failing after {attempt} attempts: {exc}") from exc
+                with self._cond:
+                    self.retries += 1
+                self._wait(delay)
+
+    def _quiet_call(self, what: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
+        """``_call`` without the client's "Dataset URL" line (restore runs before training, in the main thread)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            return self._call(what, fn, attempts=attempts)
+
+    def _upload(self, job: _Job) -> Confirmed:
+        attempt = 0
+        while True:
+            try:
+                return self._upload_once(job)
+            except _Retry as exc:
+                attempt += 1
+                if attempt >= self.max_attempts:
+                    raise MirrorError(f"{exc} (gave up after {attempt} attempts)") from exc
+                with self._cond:
+                    self.retries += 1
+                self._wait(self._backoff(attempt))
+
+    def _upload_once(self, job: _Job) -> Confirmed:
+        api = self._api()
+        folder = self._staging_root / f"v-{job.latest.name}-{uuid.uuid4().hex[:6]}"
+        try:
+            sent, best_name = self._stage(job, folder)
+            if self._exists is None:
+                self._exists = self._dataset_exists(api)
+            if self._ledger_sessions is None:
+                self._seed_ledger_from_dataset(api)
+            self._write_ledger(folder, job.latest.step)
+            sent[LEDGER_FILE] = (folder / LEDGER_FILE).stat().st_size
+            previous = self._current_version(api) if self._exists else 0
+            notes = _version_notes(job.latest)
+            if not self._exists:
+                response = self._call(
+                    f"creating dataset {self.handle}",
+                    lambda: api.dataset_create_new(str(folder), public=False, quiet=True, convert_to_csv=False),
+                )
+                error = getattr(response, "error", None)
+                if error and "already in use" in str(error):
+                    self._exists = True
+                    previous = self._current_version(api)
+                elif error:
+                    raise MirrorError(f"creating dataset {self.handle} was refused: {error}")
+                else:
+                    self._exists = True
+            if previous:
+                response = self._call(
+                    f"adding a version to {self.handle}",
+                    lambda: api.dataset_create_version(
+                        str(folder), notes, quiet=True, convert_to_csv=False, delete_old_versions=False
+                    ),
+                )
+                error = getattr(response, "error", None)
+                if error:
+                    raise MirrorError(f"the new version of {self.handle} was refused: {error}")
+            version = self._verify(api, previous, sent)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return Confirmed(version, job.latest.step, job.latest.name, best_name)
+
+    def _stage(self, job: _Job, folder: Path) -> tuple[dict[str, int], str | None]:
+        """Assemble one version's files; returns {name: bytes} of what will be sent, and the best's name."""
+        from kaggle_kit.checkpoint import _refuse_credentials_in, copy_checkpoint, verify_checkpoint
+
+        folder.mkdir(parents=True, exist_ok=True)
+        items = [job.latest] + ([job.best] if job.best is not None and job.best.name != job.latest.name else [])
+        for item in items:
+            copy_checkpoint(item, folder)
+            try:
+                # The staged copies must match their manifest: a checkpoint replaced meanwhile is not sent half-old.
+                verify_checkpoint(folder / item.manifest_path.name)
+            except Exception as exc:  # noqa: BLE001 - a newer checkpoint will come
+                raise _Retry(f"staged {item.name} does not verify ({exc})") from exc
+        pointer = {
+            "format": "kaggle-kit-pointer/1",
+            "dataset": self.handle,
+            "latest": job.latest.name,
+            "best": job.latest.best_name if job.latest.best_name in {i.name for i in items} else None,
+            "step": job.latest.step,
+            "epoch": job.latest.epoch,
+            "monitor": job.latest.manifest.get("monitor"),
+            "metric": job.latest.metric,
+            "files": {i.name: i.manifest["files"] for i in items},
+            "uploaded": _now_iso(),
+        }
+        (folder / POINTER_FILE).write_text(json.dumps(pointer, indent=1))
+        metadata = {
+            "id": self.handle,
+            "title": self.title,
+            "licenses": [{"name": "unknown"}],
+            "description": "Training checkpoints mirrored by kaggle-kit (latest.json names the newest and the best).",
+        }
+        (folder / _METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+        _refuse_credentials_in(folder)
+        sent = {p.name: p.stat().st_size for p in folder.iterdir() if p.name != _METADATA_FILE}
+        return sent, pointer["best"]
+
+    def _dataset_exists(self, api: Any) -> bool:
+        try:
+            self._call(f"looking up {self.handle}", lambda: api.dataset_status(self.handle))
+            return True
+        except MirrorError as exc:
+            if isinstance(exc.__cause__, Exception) and _status_of(exc.__cause__) in (403, 404):
+                return False
+            raise
+
+    def _current_version(self, api: Any) -> int:
+        dataset = self._get_dataset(api)
+        return int(getattr(dataset, "current_version_number", 0) or 0)
+
+    def _get_dataset(self, api: Any, *, attempts: int | None = None) -> Any:
+        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
+
+        def call() -> Any:
+            request = ApiGetDatasetRequest()
+            request.owner_slug, request.dataset_slug = self.owner, self.slug
+            with api.build_kaggle_client() as kaggle:
+                return kaggle.datasets.dataset_api_client.get_dataset(request)
+
+        return self._call(f"reading {self.handle}", call, attempts=attempts)
+
+    def _verify(self, api: Any, previous: int, sent: dict[str, int]) -> int:
+        """Wait for the new version to be ready, then check its files and sizes against what was sent."""
+        deadline = time.monotonic() + self.verify_timeout_s
+        while True:
+            version = self._current_version(api)
+            status = self._call(f"reading the status of {self.handle}", lambda: api.dataset_status(self.handle))
+            if version > previous and str(status).lower() == "ready":
+                break
+            if time.monotonic() > deadline:
+                raise _Retry(f"version {previous + 1} of {self.handle} was not ready after {self.verify_timeout_s:.0f}s")
+            self._wait(self.poll_interval_s)
+        listed: dict[str, int] = {}
+        token: str | None = None
+        while True:
+            response = self._call(
+                f"listing the files of {self.handle}/{version}",
+                lambda t=token: api.dataset_list_files(f"{self.handle}/{version}", page_token=t, page_size=100),
+            )
+            for item in getattr(response, "dataset_files", None) or getattr(response, "files", None) or []:
+                listed[str(item.name)] = int(item.total_bytes or 0)
+            token = getattr(response, "next_page_token", None)
+            if not token:
+                break
+        if listed != sent:
+            missing = sorted(set(sent) - set(listed))
+            wrong = sorted(n for n in sent if n in listed and listed[n] != sent[n])
+            raise _Retry(f"version {version} of {self.handle} does not hold what was sent (missing {missing}, "
+                         f"wrong size {wrong}, extra {sorted(set(listed) - set(sent))})")
+        return version
+
+    def seed_ledger(self, path: str | os.PathLike[str]) -> None:
+        """Start from an earlier ledger (found next to a restored checkpoint), unless one is already loaded."""
+        path = Path(path)
+        if self._ledger_sessions is not None or not path.is_file():
+            return
+        self._ledger_sessions = _parse_ledger(path.read_bytes())
+
+    def _seed_ledger_from_dataset(self, api: Any) -> None:
+        if not self._exists:
+            self._ledger_sessions = []
+            return
+        with tempfile.TemporaryDirectory(prefix="kaggle-kit-ledger-") as tmp:
+            try:
+                self._call(
+                    f"downloading {LEDGER_FILE} of {self.handle}",
+                    lambda: api.dataset_download_file(self.handle, LEDGER_FILE, path=tmp, force=True, quiet=True),
+                    attempts=3,
+                )
+                self._ledger_sessions = _parse_ledger((Path(tmp) / LEDGER_FILE).read_bytes())
+            except (MirrorError, OSError):
+                self._ledger_sessions = []
+
+    def _write_ledger(self, folder: Path, step: int) -> None:
+        with self._cond:
+            self._session["ended"] = _now_iso()
+            self._session["last_step"] = step
+            self._session["versions"] = self.uploads + 1
+            sessions = [s for s in (self._ledger_sessions or []) if s.get("id") != self._session["id"]]
+            sessions.append(dict(self._session))
+            self._ledger_sessions = sessions[-_MAX_LEDGER_SESSIONS:]
+            ledger = {"format": "kaggle-kit-ledger/1", "dataset": self.handle, "sessions": self._ledger_sessions}
+        (folder / LEDGER_FILE).write_text(json.dumps(ledger, indent=1))
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """The sessions recorded so far (earlier sessions' records once seeded, this session's once uploaded)."""
+        with self._cond:
+            return [dict(s) for s in self._ledger_sessions or []]
+
+    def remote_pointer(self) -> dict[str, Any] | None:
+        """The newest ready version's ``latest.json`` (with its ``version``), or None when there is none."""
+        if not self.enabled:
+            return None
+        api = self._api()
+        try:
+            dataset = self._get_dataset(api, attempts=3)
+        except MirrorError as exc:
+            if _status_of(exc.__cause__) not in (403, 404):
+                warnings.warn(f"could not read {self.handle} to look for checkpoints: {exc}", RuntimeWarning,
+                              stacklevel=2)
+            return None
+        version = int(getattr(dataset, "current_version_number", 0) or 0)
+        with tempfile.TemporaryDirectory(prefix="kaggle-kit-pointer-") as tmp:
+            for name in (POINTER_FILE, LEDGER_FILE):
+                try:
+                    self._quiet_call(
+                        f"downloading {name} of {self.handle}",
+                        lambda n=name: api.dataset_download_file(
+                            f"{self.handle}/{version}" if version else self.handle, n, path=tmp, force=True,
+                            quiet=True, unzip=True,
+                        ),
+                        attempts=3,
+                    )
+                except MirrorError as exc:
+                    if name == POINTER_FILE:
+                        warnings.warn(f"{self.handle} has no readable {POINTER_FILE}: {exc}", RuntimeWarning,
+                                      stacklevel=2)
+                        return None
+            try:
+                pointer = json.loads((Path(tmp) / POINTER_FILE).read_text())
+            except (OSError, ValueError) as exc:
+                warnings.warn(f"{POINTER_FILE} of {self.handle} is unreadable: {exc}", RuntimeWarning, stacklevel=2)
+                return None
+            self.seed_ledger(Path(tmp) / LEDGER_FILE)
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("step"), int):
+            warnings.warn(f"{POINTER_FILE} of {self.handle} is not a kaggle-kit pointer", RuntimeWarning, stacklevel=2)
+            return None
+        pointer["version"] = version
+        return pointer
+
+    def download_checkpoint(self, name: str, dest: str | os.PathLike[str], *, version: int | None = None) -> Path:
+        """Download one checkpoint's three files into ``dest``; returns its manifest path (not yet verified)."""
+        if not self.enabled:
+            raise MirrorError(f"mirroring to {self.handle} is off ({self.reason}): cannot download {name}")
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        api = self._api()
+        ref = f"{self.handle}/{version}" if version else self.handle
+        for file_name in (f"{name}.manifest.json", f"{name}.json", f"{name}.pt"):
+            self._quiet_call(
+                f"downloading {file_name} of {ref}",
+                lambda f=file_name: api.dataset_download_file(ref, f, path=str(dest), force=True, quiet=True,
+                                                              unzip=True),
+                attempts=4,
+            )
+            if not (dest / file_name).is_file():
+                raise MirrorError(f"downloading {file_name} of {ref} produced no file {dest / file_name}")
+        return dest / f"{name}.manifest.json"
+
+    def status(self) -> dict[str, Any]:
+        """A summary for logs: enabled, why not, uploads, skipped (coalesced), retries, last error, confirmed."""
+        with self._cond:
+            return {
+                "dataset": self.handle,
+                "enabled": self.enabled,
+                "reason": self.reason,
+                "uploads": self.uploads,
+                "skipped": self.skipped,
+                "retries": self.retries,
+                "pending": self._pending is not None,
+                "busy": self._busy,
+                "last_error": self.last_error,
+                "confirmed": dataclasses.asdict(self._confirmed) if self._confirmed else None,
+            }
+
+
+def _is_upload_failure(exc: BaseException) -> bool:
+    # The client raises ValueError("Upload unsuccessful: NAME") when a file's PUT never completed.
+    return isinstance(exc, ValueError) and "Upload unsuccessful" in str(exc)
+
+
+def _version_notes(info: CheckpointInfo) -> str:
+    notes = f"step {info.step} epoch {info.epoch}"
+    monitor = info.manifest.get("monitor")
+    if info.metric is not None:
+        notes += f" {monitor or 'metric'} {info.metric:.6g}"
+    return notes
+
+
+def _parse_ledger(data: bytes) -> list[dict[str, Any]]:
+    try:
+        ledger = json.loads(data)
+    except ValueError:
+        return []
+    sessions = ledger.get("sessions") if isinstance(ledger, dict) else None
+    if not isinstance(sessions, list):
+        return []
+    return [s for s in sessions if isinstance(s, dict)][-_MAX_LEDGER_SESSIONS:]
+
+
+def _unreachable(url: str, timeout: float = 4.0) -> str | None:
+    """None when a TCP connection to the API host opens, else what went wrong."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"cannot reach {host}:{port} ({exc.strerror or exc})"
+
