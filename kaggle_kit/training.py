@@ -40,6 +40,9 @@ __all__ = [
     "make_scheduler",
     "train_on_ranks",
     "train_with_plan",
+    "supervised_loss",
+    "ScoreFunction",
+    "checkpointer_for_rank",
     "epoch_order",
     "HISTORY_FILE",
     "PROGRESS_FILE",
@@ -188,6 +191,49 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, config: T
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def supervised_loss(criterion: Callable[[Any, Any], torch.Tensor], model: nn.Module, batch: Any) -> torch.Tensor:
+    """``criterion(model(batch[0]), batch[1])``: the usual loss for (input, target, ...) batches.
+
+    Bind the criterion with ``functools.partial(supervised_loss, criterion)``; that pickles for DDP.
+    """
+    return criterion(model(batch[0]), batch[1])
+
+
+@dataclass
+class ScoreFunction:
+    """``evaluate`` for :func:`train` from a metric ``fn(model, *args, device=..., **kwargs) -> float``.
+
+    A module-level class, so it pickles into DDP ranks where a notebook's lambda would not.
+    """
+
+    fn: Callable[..., float]
+    name: str = "score"
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        return {self.name: float(self.fn(model, *self.args, device=device, **self.kwargs))}
+
+
+def checkpointer_for_rank(
+    rank: int, *, directory: str | os.PathLike[str], mirror: str | None = None, **options: Any
+) -> Any:
+    """A :class:`kaggle_kit.checkpoint.Checkpointer`; rank 0 alone gets the :class:`DatasetMirror` of ``mirror``.
+
+    ``functools.partial(checkpointer_for_rank, directory=..., mirror=...)`` is the ``checkpointer`` to pass to
+    :func:`train_with_plan` under DDP.
+    """
+    from kaggle_kit.checkpoint import Checkpointer
+
+    dataset_mirror = None
+    if mirror and rank == 0:
+        from kaggle_kit.mirror import DatasetMirror
+
+        dataset_mirror = DatasetMirror(mirror)
+    return Checkpointer(directory, mirror=dataset_mirror, **options)
 
 
 def _dist() -> tuple[int, int]:
@@ -653,6 +699,9 @@ def _run_epoch_steps(
 ) -> bool:
     """Runs the rest of the current epoch; True when the deadline stopped it."""
     accum = config.grad_accum_steps
+    if hasattr(dataset, "set_epoch"):
+        # The DistributedSampler convention: datasets that vary augmentation per epoch learn which one it is.
+        dataset.set_epoch(state.epoch)
     sampler = ResumableBatchSampler(
         epoch_order(len(dataset), seed=config.seed, epoch=state.epoch), global_batch_size=config.batch_size,
         num_micro_batches=num_micro, start=state.position, rank=rank, world_size=world, seed=config.seed,
