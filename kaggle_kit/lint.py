@@ -1,0 +1,250 @@
+"""Lint kernel-metadata.json before ``kaggle kernels push``: every mistake the server would accept silently (a retired
+GPU, internet defaulting on or off, the checkpoint dataset not attached) or reject after the upload, caught locally
+with the field and the fix.
+
+``kaggle-kit lint [-p DIR]`` prints the findings; ``kaggle-kit push`` refuses on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kaggle_kit.errors import MetadataError
+
+METADATA_FILE = "kernel-metadata.json"
+LANGUAGES = ("python", "r", "rmarkdown")
+KERNEL_TYPES = ("script", "notebook")
+PINNING_TYPES = ("original", "latest")
+MACHINE_SHAPES = ("NvidiaTeslaT4", "NvidiaTeslaT4Highmem", "NvidiaL4", "NvidiaL4X1", "NvidiaTeslaA100", "NvidiaH100",
+                  "TpuV5E8", "TpuV6E8")
+# Retired shapes and what to choose instead; the server silently runs them on something else.
+RETIRED_SHAPES = {"NvidiaTeslaP100": "NvidiaTeslaT4", "TpuV38": "TpuV5E8", "Tpu1VmV38": "TpuV5E8",
+                  "TpuV232": "TpuV5E8", "TpuV2256": "TpuV5E8"}
+_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_OWNER_SLUG = re.compile(rf"{_SLUG}/{_SLUG}")
+_VERSIONED = re.compile(rf"{_SLUG}/{_SLUG}(/\d+)?")
+_MODEL = re.compile(rf"{_SLUG}/{_SLUG}/{_SLUG}/{_SLUG}/\d+")
+
+__all__ = ["LintFinding", "lint_kernel_metadata", "require_valid_kernel_metadata", "add_commands"]
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    """One finding: ``error`` refuses the push, ``warning`` and ``info`` are shown."""
+
+    severity: str
+    field: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.field}: {self.message}" + (f" -> {self.fix}" if self.fix else "")
+
+
+def _slugify(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _strip_version(ref: str) -> str:
+    parts = ref.strip("/").split("/")
+    return "/".join(parts[:2]).lower()
+
+
+def _load(folder: Path) -> dict[str, Any]:
+    path = folder / METADATA_FILE
+    if not folder.is_dir():
+        raise MetadataError(f"{folder} is not a folder: pass the folder holding {METADATA_FILE} with -p DIR")
+    if not path.is_file():
+        raise MetadataError(f"{path} does not exist: run `kaggle kernels init -p {folder}` or write it (fields id, "
+                            "title, code_file, language, kernel_type)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise MetadataError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MetadataError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _check_identity(meta: dict[str, Any], out: list[LintFinding]) -> None:
+    kernel_id, id_no, title = meta.get("id"), meta.get("id_no"), meta.get("title")
+    if not kernel_id and not id_no:
+        out.append(LintFinding("error", "id", "missing", 'set "id": "<your-username>/<kernel-slug>"'))
+    elif kernel_id:
+        if not isinstance(kernel_id, str) or not _OWNER_SLUG.fullmatch(kernel_id):
+            out.append(LintFinding("error", "id", f"{kernel_id!r} is not owner/slug (no version)",
+                                   'use "id": "<your-username>/<kernel-slug>"'))
+    if not isinstance(title, str) or len(title.strip()) < 5:
+        out.append(LintFinding("error", "title", f"{title!r} is missing or shorter than 5 characters",
+                               'set "title" to at least 5 characters, e.g. one that slugifies to the id'))
+    elif isinstance(kernel_id, str) and "/" in kernel_id and _slugify(title) != kernel_id.split("/")[1].lower():
+        out.append(LintFinding("warning", "title", f"{title!r} slugifies to {_slugify(title)!r}, not the id's slug "
+                               f"{kernel_id.split('/')[1]!r}; Kaggle may create a new kernel instead of a version",
+                               "make the title match the id's slug"))
+
+
+def _check_code(folder: Path, meta: dict[str, Any], out: list[LintFinding]) -> None:
+    code_file = meta.get("code_file")
+    language, kernel_type = meta.get("language"), meta.get("kernel_type")
+    if not code_file or not isinstance(code_file, str):
+        out.append(LintFinding("error", "code_file", "missing", 'set "code_file" to the notebook or script to run'))
+    elif not (folder / code_file).is_file():
+        out.append(LintFinding("error", "code_file", f"{folder / code_file} does not exist",
+                               "render or copy the notebook there first, or correct the path (relative to -p DIR)"))
+    elif kernel_type == "notebook":
+        try:
+            notebook = json.loads((folder / code_file).read_text(encoding="utf-8"))
+            if not isinstance(notebook, dict) or "cells" not in notebook:
+                raise ValueError("no cells")
+        except ValueError as exc:
+            out.append(LintFinding("error", "code_file", f"{code_file} is not a notebook ({exc})",
+                                   'use an .ipynb file, or set "kernel_type": "script"'))
+    if language not in LANGUAGES:
+        out.append(LintFinding("error", "language", f"{language!r} is not valid", f"use one of {', '.join(LANGUAGES)}"))
+    if kernel_type not in KERNEL_TYPES:
+        out.append(LintFinding("error", "kernel_type", f"{kernel_type!r} is not valid",
+                               f"use one of {', '.join(KERNEL_TYPES)}"))
+    pinning = meta.get("docker_image_pinning_type")
+    if pinning is not None and pinning not in PINNING_TYPES:
+        out.append(LintFinding("error", "docker_image_pinning_type", f"{pinning!r} is not valid",
+                               f"use one of {', '.join(PINNING_TYPES)}, or leave it out"))
+
+
+def _check_machine(meta: dict[str, Any], out: list[LintFinding]) -> None:
+    shape = meta.get("machine_shape")
+    if shape is None:
+        if meta.get("enable_gpu"):
+            out.append(LintFinding("info", "machine_shape", "not set: Kaggle picks its default GPU",
+                                   'set "machine_shape": "NvidiaTeslaT4" to say which'))
+        return
+    retired = {k.lower(): k for k in RETIRED_SHAPES}
+    known = {k.lower(): k for k in MACHINE_SHAPES}
+    if not isinstance(shape, str):
+        out.append(LintFinding("error", "machine_shape", f"{shape!r} is not a string",
+                               f"use one of {', '.join(MACHINE_SHAPES)}"))
+    elif shape.lower() in retired:
+        name = retired[shape.lower()]
+        out.append(LintFinding("error", "machine_shape", f"{shape} is retired (current images have no kernels for it; "
+                               "the server silently substitutes another machine)",
+                               f'use "machine_shape": "{RETIRED_SHAPES[name]}"'))
+    elif shape not in MACHINE_SHAPES:
+        hint = f'did you mean "{known[shape.lower()]}"?' if shape.lower() in known else \
+            f"use one of {', '.join(MACHINE_SHAPES)}"
+        out.append(LintFinding("error", "machine_shape", f"{shape!r} is not a known machine shape", hint))
+    elif shape.startswith("Nvidia") and meta.get("enable_gpu") is False:
+        out.append(LintFinding("warning", "enable_gpu", f"false although machine_shape is {shape}",
+                               'set "enable_gpu": true'))
+
+
+def _check_sources(meta: dict[str, Any], out: list[LintFinding]) -> None:
+    patterns = {"dataset_sources": (_VERSIONED, "owner/slug[/N]"), "kernel_sources": (_VERSIONED, "owner/slug[/N]"),
+                "competition_sources": (re.compile(_SLUG), "competition-slug"),
+                "model_sources": (_MODEL, "owner/model/framework/variation/N")}
+    for name, (pattern, form) in patterns.items():
+        value = meta.get(name, [])
+        if not isinstance(value, list):
+            out.append(LintFinding("error", name, f"{value!r} is not a list", f'use "{name}": ["{form}", ...]'))
+            continue
+        for ref in value:
+            if not isinstance(ref, str) or not pattern.fullmatch(ref):
+                out.append(LintFinding("error", name, f"{ref!r} is not of the form {form}",
+                                       f"write it as {form}"))
+
+
+def _check_mirroring(meta: dict[str, Any], mirroring: bool, checkpoint_dataset: str | None,
+                     out: list[LintFinding]) -> None:
+    internet = meta.get("enable_internet")
+    if mirroring and internet is not True:
+        what = "missing (the client then defaults it to true, the docs to false)" if internet is None else \
+            f"{internet!r}"
+        out.append(LintFinding("error", "enable_internet", f"{what}, but checkpoints are mirrored to a Kaggle dataset",
+                               'set "enable_internet": true'))
+    elif internet is None:
+        out.append(LintFinding("warning", "enable_internet", "missing: the client defaults it to true, the docs to "
+                               "false", 'set "enable_internet" explicitly (false for a competition submission)'))
+    if checkpoint_dataset:
+        sources = meta.get("dataset_sources", [])
+        attached = {_strip_version(s) for s in sources if isinstance(s, str)} if isinstance(sources, list) else set()
+        if _strip_version(checkpoint_dataset) not in attached:
+            out.append(LintFinding("error", "dataset_sources", f"the checkpoint dataset {checkpoint_dataset} is not "
+                                   "attached, so the next session would have to download it to resume",
+                                   f'add "{_strip_version(checkpoint_dataset)}" to "dataset_sources"'))
+    elif mirroring:
+        out.append(LintFinding("info", "dataset_sources", "no checkpoint dataset named, so its attachment was not "
+                               "checked", "pass --checkpoint-dataset owner/slug"))
+
+
+def lint_kernel_metadata(folder: str | os.PathLike[str], *, mirroring: bool = True,
+                         checkpoint_dataset: str | None = None) -> list[LintFinding]:
+    """Check ``folder/kernel-metadata.json`` before a push.
+
+    Args:
+        folder: The folder ``kaggle kernels push -p`` would get.
+        mirroring: Checkpoints are mirrored to a Kaggle dataset, so internet must be on explicitly.
+        checkpoint_dataset: ``owner/slug`` of the mirror, which must be in ``dataset_sources``.
+
+    Returns:
+        Findings, errors first. The last is always the reminder that secrets are attached in the web UI.
+
+    Raises:
+        MetadataError: the folder or file is missing, or the file is not a JSON object.
+    """
+    root = Path(folder)
+    meta = _load(root)
+    findings: list[LintFinding] = []
+    _check_identity(meta, findings)
+    _check_code(root, meta, findings)
+    _check_machine(meta, findings)
+    _check_sources(meta, findings)
+    _check_mirroring(meta, mirroring, checkpoint_dataset, findings)
+    order = {"error": 0, "warning": 1, "info": 2}
+    findings.sort(key=lambda f: order[f.severity])
+    findings.append(LintFinding("info", "secrets", "secrets cannot be attached through the API",
+                                "attach KAGGLE_USERNAME and KAGGLE_KEY once in the web editor (Add-ons > Secrets); "
+                                "they stay attached to later versions"))
+    return findings
+
+
+def require_valid_kernel_metadata(folder: str | os.PathLike[str], *, mirroring: bool = True,
+                                  checkpoint_dataset: str | None = None) -> list[LintFinding]:
+    """Like :func:`lint_kernel_metadata`, but raise when any finding is an error.
+
+    Raises:
+        MetadataError: listing each error's field and fix.
+    """
+    findings = lint_kernel_metadata(folder, mirroring=mirroring, checkpoint_dataset=checkpoint_dataset)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        path = Path(folder) / METADATA_FILE
+        raise MetadataError(f"{path} would not push correctly:\n" + "\n".join(f"  {e}" for e in errors))
+    return findings
+
+
+def _run(args: argparse.Namespace) -> int:
+    findings = lint_kernel_metadata(args.path, mirroring=not args.no_mirroring,
+                                    checkpoint_dataset=args.checkpoint_dataset)
+    for finding in findings:
+        print(finding)
+    errors = sum(f.severity == "error" for f in findings)
+    print(f"{errors} error(s) in {Path(args.path) / METADATA_FILE}" if errors else
+          f"{Path(args.path) / METADATA_FILE}: ready to push")
+    return 1 if errors else 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``kaggle-kit lint``."""
+    parser = subparsers.add_parser("lint", help="check kernel-metadata.json before pushing",
+                                   description="Check kernel-metadata.json before `kaggle kernels push`.")
+    parser.add_argument("-p", "--path", default=".", help="folder holding kernel-metadata.json (default: .)")
+    parser.add_argument("--checkpoint-dataset", metavar="OWNER/SLUG",
+                        help="the checkpoint mirror, which must be in dataset_sources")
+    parser.add_argument("--no-mirroring", action="store_true",
+                        help="checkpoints are not mirrored, so internet may be off (e.g. a submission)")
+    parser.set_defaults(func=_run)
+
