@@ -133,7 +133,6 @@ class InstalledCopy:
     checkout: Path
     # checkout file -> (installed file, last stat signature of the checkout file)
     files: dict[str, tuple[str, Signature | None]] = field(default_factory=dict)
-    warned: bool = False
 
     def watch(self, module_file: str) -> None:
         """Pair a loaded module file of the installed copy with its counterpart in the checkout."""
@@ -150,10 +149,14 @@ class InstalledCopy:
     def newer_files(self) -> list[str]:
         """Checkout files whose stat changed since last asked and that now differ from, and are newer than, the copy."""
         newer: list[str] = []
+        # Only a checkout holding every loaded file of the copy is taken as the same project (a folder that merely
+        # shares a name with an installed package, say ``utils``, is not).
+        same_project = not self.installed.is_dir() or len(self.files) >= 2
         for checkout_file, (installed_file, old_sig) in list(self.files.items()):
             try:
                 st = os.stat(checkout_file)
             except OSError:
+                same_project = False
                 continue
             sig = signature(st)
             if sig == old_sig:
@@ -167,4 +170,4 @@ class InstalledCopy:
                 continue
             if differs and st.st_mtime_ns > installed_st.st_mtime_ns:
                 newer.append(checkout_file)
-        return newer
+        return newer if same_project else []

@@ -132,6 +132,7 @@ class _Reloader:
                 if rec.failure is not None and (explicit or not rec.failure[1]) and rec.name not in pending:
                     pending[rec.name] = rec.failed_source
         if pending:
+            importlib.invalidate_caches()  # a pulled module may import a file the import system has not seen
             self._apply_all(pending, report)
         return report
 
@@ -152,7 +153,7 @@ class _Reloader:
                 except ValueError:
                     continue
             if not file.startswith(self._prefixes) or file.startswith(self._excluded) or _in_site(file):
-                self._note_copy(name, file, report)
+                self._note_copy(name, file)
                 continue
             try:
                 st = os.stat(file)
@@ -166,7 +167,7 @@ class _Reloader:
                 rec.digest, rec.source = b"", b""
                 pending[name] = data
 
-    def _note_copy(self, name: str, file: str, report: ReloadReport) -> None:
+    def _note_copy(self, name: str, file: str) -> None:
         top = name.partition(".")[0]
         if top not in self._checkout and top not in self._outside:
             self._checkout = scan.checkout_packages(self.roots)  # the checkout may have gained a package
@@ -180,10 +181,7 @@ class _Reloader:
             top_file = getattr(sys.modules.get(top), "__file__", None) or file
             installed = Path(top_file).parent if top_file.endswith("__init__.py") else Path(top_file)
             copy = self._copies[top] = scan.InstalledCopy(top, installed, checkout)
-        copy.watch(file)
-        newer = copy.newer_files()
-        if newer:
-            self._warn_stale(report, copy, newer)
+        copy.watch(file)  # compared with the checkout by the next check, once all new modules are watched
 
     def _warn_stale(self, report: ReloadReport, copy: scan.InstalledCopy, newer: list[str]) -> None:
         root = copy.checkout.parent.parent if copy.checkout.parent.name == "src" else copy.checkout.parent

@@ -544,3 +544,32 @@ def test_recreated_state_still_held_by_live_object_needs_restart(tree) -> None:
     held = [line for line in report.lines if line.startswith("restart needed")]
     assert held == ["restart needed: p_held.m.REGISTRY was re-created by the reload, but the old object is still held "
                     "by a Holder object; those keep using the old one (re-create them, or restart the kernel)"]
+
+
+def test_installed_copy_already_older_than_checkout_is_reported(tree, tmp_path: Path) -> None:
+    root, reloader, _ = tree
+    site = tmp_path / "site-packages"
+    put(site / "p_copy/__init__.py", "")
+    put(site / "p_copy/m.py", "def f():\n    return 'installed'\n")
+    put(site / "p_utils/__init__.py", "X = 'an unrelated installed package'\n")
+    put(root / "p_copy/__init__.py", "")
+    put(root / "p_copy/m.py", "def f():\n    return 'checkout, newer'\n")
+    put(root / "p_utils/__init__.py", "X = 'the project folder of the same name'\n")
+    for path in (root / "p_copy/m.py", root / "p_utils/__init__.py"):
+        os.utime(path, (path.stat().st_mtime + 60, path.stat().st_mtime + 60))
+    sys.path.insert(0, str(site))
+    try:
+        importlib.import_module("p_copy.m")
+        importlib.import_module("p_utils")
+        report = reloader.check(explicit=False)
+    finally:
+        sys.path.remove(str(site))
+    assert report.stale == ["p_copy"], report.lines
+    assert f"pip install -e {root.resolve()}" in report.lines[0] and "p_copy/m.py" in report.lines[0]
+
+
+def test_package_attribute_stays_callable_after_submodule_import(tree) -> None:
+    import kaggle_kit
+
+    root, _, _ = tree
+    assert isinstance(kaggle_kit.reload(roots=[root], verbose=False), reload_mod.ReloadReport)
