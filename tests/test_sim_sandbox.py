@@ -92,6 +92,8 @@ _OFFLINE_CELLS = (
     "FACTS['current'] = open('/kaggle/input/datasets/alice/tiny/values.txt').read()\n"
     "FACTS['legacy'] = open('/kaggle/input/tiny/values.txt').read()\n"
     "open('/kaggle/working/copy.txt', 'w').write(FACTS['current'])\n"
+    "os.symlink('copy.txt', '/kaggle/working/inside_link')\n"
+    "os.symlink('/etc/hostname', '/kaggle/working/outside_link')\n"
     "open('/kaggle/temp/scratch.txt', 'w').write('scratch')\n"
     "FACTS['temp'] = open('/kaggle/temp/scratch.txt').read()",
     # input is read-only, at its root and inside a mounted input
@@ -224,6 +226,8 @@ def test_batch_output_is_kept_and_the_tree_removed(offline: tuple[SessionResult,
     facts = _facts(result)
     assert result.output_dir is not None and result.output_dir.parent.name == "outputs"
     assert (result.output_dir / "copy.txt").read_text() == facts["current"]
+    assert (result.output_dir / "inside_link").read_text() == facts["current"]
+    assert not (result.output_dir / "outside_link").is_symlink()  # never a way out to the host's files
     assert not (result.session_dir / "kaggle").exists()
     executed = nbformat.read(str(result.executed_notebook), as_version=4)
     assert all(cell.execution_count for cell in executed.cells)
@@ -239,10 +243,11 @@ def test_interactive_session_with_internet_loses_its_working_folder(tmp_path: Pa
         "FACTS['endpoint'] = os.environ.get('KAGGLE_KIT_API_ENDPOINT')\n"
         "FACTS['proxy'] = os.environ.get('HTTP_PROXY')\n"
         "FACTS['run_type'] = os.environ['KAGGLE_KERNEL_RUN_TYPE']\n"
+        "import helper\nFACTS['helper'] = helper.VALUE\n"
         "print(json.dumps(FACTS))",
     )
     spec = SessionSpec(_notebook(*cells), run_type="Interactive", internet=True, api_url=url,
-                       env={"PROBE_PORT": str(listener.port)})
+                       env={"PROBE_PORT": str(listener.port)}, cwd_files={"helper.py": b"VALUE = 41\n"})
     box: dict[str, SessionResult] = {}
     # The API stand-in runs sessions from a background thread: do the same.
     worker = threading.Thread(target=lambda: box.update(result=Sandbox(tmp_path / "work").run(spec)))
@@ -255,7 +260,7 @@ def test_interactive_session_with_internet_loses_its_working_folder(tmp_path: Pa
     assert not (tmp_path / "work" / "outputs").exists() or not any((tmp_path / "work" / "outputs").iterdir())
     executed = nbformat.read(str(result.executed_notebook), as_version=4)
     facts = json.loads(executed.cells[-1].outputs[0]["text"])
-    assert facts == {"socket": "connected", "endpoint": url, "proxy": url, "run_type": "Interactive"}
+    assert facts == {"socket": "connected", "endpoint": url, "proxy": url, "run_type": "Interactive", "helper": 41}
 
 
 _KILL_CELLS = (

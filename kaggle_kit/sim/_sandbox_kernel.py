@@ -111,7 +111,11 @@ class _SessionClient(NotebookClient):
 def _proc_table() -> dict[int, tuple[str, int, int]]:
     """Every live process: pid -> (state, ppid, pgid)."""
     table: dict[int, tuple[str, int, int]] = {}
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no procfs: only the process group can be killed
+        return table
+    for entry in entries:
         if not entry.isdigit():
             continue
         try:

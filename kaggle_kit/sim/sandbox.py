@@ -445,6 +445,8 @@ class Sandbox:
                 session.output_dir.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(session.tree / "working", session.output_dir)
                 output_dir = session.output_dir
+                for dropped in _drop_escaping_links(output_dir):
+                    log.sandbox(f"output: dropped {dropped}, a symbolic link to outside /kaggle/working")
             elif session.spec.run_type == "Interactive":
                 log.sandbox("Interactive session: /kaggle/working is discarded, as on Kaggle")
             else:
@@ -457,6 +459,19 @@ class Sandbox:
 
 
 _running_pids: dict[str, int] = {}
+
+
+def _drop_escaping_links(folder: Path) -> list[str]:
+    """Remove links that point outside ``folder``: whoever serves the output must never follow one to the host."""
+    dropped: list[str] = []
+    base = folder.resolve()
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            target = path.resolve()
+            if target != base and base not in target.parents:
+                path.unlink()
+                dropped.append(path.relative_to(folder).as_posix())
+    return dropped
 
 
 def _validate(spec: SessionSpec) -> None:
