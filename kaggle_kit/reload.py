@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import importlib.machinery
+import importlib.util
 import os
 import sys
 import traceback
@@ -82,9 +83,13 @@ class _Reloader:
         self.roots = roots
         prefixes = {str(r) + os.sep for r in roots} | {os.path.realpath(r) + os.sep for r in roots}
         self._prefixes = tuple(prefixes)
-        # A virtual environment inside the checkout holds installed packages, not project modules.
-        self._excluded = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-                               | {p + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+        # A virtual environment inside the checkout holds installed packages, not project modules (but a checkout
+        # inside the interpreter's prefix, say /usr/local/src/project, is still the project).
+        prefixes_of_python = {p + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        prefixes_of_python |= {os.path.realpath(p) for p in prefixes_of_python}
+        self._excluded = tuple(dict.fromkeys(p if p.endswith(os.sep) else p + os.sep for p in prefixes_of_python
+                                             if not any(r.startswith(p.rstrip(os.sep) + os.sep)
+                                                        for r in self._prefixes)))
         self._checkout = scan.checkout_packages(roots)
         self._outside: set[str] = set()
         self._seen = set(self._tracked)
@@ -451,6 +456,10 @@ def reload(*, roots: list[str | os.PathLike[str]] | None = None, verbose: bool =
 
     Returns:
         What was reloaded, what failed (the old module stays), what needs a restart, and stale-copy warnings.
+
+    Raises:
+        ReloadError: a root is not a folder.
+        RootNotFoundError: ``roots`` not given and no project root found.
     """
     report = _reloader(roots).check(explicit=True)
     if verbose:
