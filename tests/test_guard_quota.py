@@ -62,6 +62,24 @@ def test_bad_ledgers_name_the_file_and_entry(tmp_path):
         quota_from_ledger(_ledger(tmp_path, [{"accelerator": "T4", "seconds": 1}, {"accelerator": "T4"}]))
 
 
+def test_reads_the_checkpoint_mirrors_ledger(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    end = datetime.now(timezone.utc)
+    iso = lambda t: t.isoformat(timespec="seconds")  # noqa: E731
+    path = _ledger(tmp_path, {"format": "kaggle-kit-ledger/1", "dataset": "alice/ckpt", "sessions": [
+        {"id": "a", "started": iso(end - timedelta(hours=3)), "ended": iso(end - timedelta(hours=2)),
+         "run_type": "Batch", "accelerator": "T4x2 x2", "first_step": 0, "last_step": 90, "versions": 3},
+        {"id": "b", "started": iso(end - timedelta(hours=1)), "ended": iso(end), "run_type": "Batch",
+         "accelerator": "T4", "first_step": 90, "last_step": 150, "versions": 2},
+        {"id": "c", "started": iso(end - timedelta(days=9)), "ended": iso(end - timedelta(days=8)),
+         "accelerator": "T4 x2"},
+    ]})
+    status = quota_from_ledger(path, allowed_s=30 * 3600)
+    assert status.used_s == pytest.approx(2 * 3600 + 3600)  # the two-T4 hour counts double; last week's not at all
+    assert quota_from_ledger(path, since=0).used_s == pytest.approx(3 * 3600 + 2 * 24 * 3600)
+
+
 def test_source_order_sandbox_then_ledger(tmp_path, monkeypatch):
     assert current_quota() is None  # no credentials, no ledger, not in the sandbox
     path = _ledger(tmp_path, {"sessions": [{"accelerator": "T4", "wall_s": 3600}]})

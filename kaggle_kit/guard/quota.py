@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,30 +111,45 @@ def quota_from_api(api: Any | None = None) -> QuotaStatus:
                        refresh_time=response.quota_refresh_time)
 
 
-def _entry_time(entry: Mapping[str, Any]) -> float | None:
-    value = entry.get("ended", entry.get("started"))
-    if value is None:
-        return None
+def _timestamp(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _normalise_accelerator(value: Any) -> str:
+    """``"T4x2"``, ``"T4 x2"`` and ``"T4x2 x2"`` (kind plus count, as some writers record it) all mean two T4s."""
+    if not isinstance(value, str) or not value.strip():
+        return "unknown"
+    text = value.strip()
+    match = re.fullmatch(r"(.+?)\s+x(\d+)", text)
+    if match is None:
+        return text
+    base, count = match.groups()
+    return base if base.endswith(f"x{count}") else f"{base}x{count}"
 
 
 def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Sessions from a run ledger: a JSON list (or ``{"sessions": [...]}``) of ``{accelerator, seconds, ended?}``.
+    """Sessions from a run ledger, each with ``accelerator``, wall ``seconds`` and ``ended`` (epoch or None).
+
+    Accepts the checkpoint mirror's ``ledger.json`` (``{"format": "kaggle-kit-ledger/1", "sessions": [{"started",
+    "ended", "accelerator", ...}]}``, seconds from start to end) and a plain JSON list of ``{"accelerator",
+    "seconds", "ended"?}``.
 
     Raises:
-        ConfigError: the file is missing, not JSON, or an entry lacks its accelerator or seconds.
+        ConfigError: the file is missing or not JSON, or an entry gives neither seconds nor start and end.
     """
     ledger = Path(path)
     try:
         data = json.loads(ledger.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"run ledger {ledger} does not exist: pass the ledger the checkpoint mirror keeps, or "
-                          "enter the quota by hand") from None
+        raise ConfigError(f"run ledger {ledger} does not exist: pass the ledger.json the checkpoint mirror keeps, "
+                          "or enter the quota by hand") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"run ledger {ledger} is not readable JSON ({exc})") from None
     sessions = data.get("sessions") if isinstance(data, dict) else data
@@ -141,11 +157,17 @@ def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise ConfigError(f"run ledger {ledger} should hold a JSON list of sessions")
     out = []
     for i, entry in enumerate(sessions):
-        seconds = entry.get("seconds", entry.get("wall_s")) if isinstance(entry, dict) else None
-        if not isinstance(seconds, (int, float)) or not isinstance(entry.get("accelerator"), str):
-            raise ConfigError(f"run ledger {ledger}, entry {i}: needs \"accelerator\" (e.g. \"T4x2\") and "
-                              f"\"seconds\" (wall seconds), got {entry!r}")
-        out.append({**entry, "seconds": float(seconds)})
+        if not isinstance(entry, dict):
+            raise ConfigError(f"run ledger {ledger}, entry {i}: expected an object, got {entry!r}")
+        started, ended = _timestamp(entry.get("started")), _timestamp(entry.get("ended"))
+        seconds = entry.get("seconds", entry.get("wall_s"))
+        if not isinstance(seconds, (int, float)):
+            if started is None or ended is None:
+                raise ConfigError(f"run ledger {ledger}, entry {i}: needs \"seconds\" (wall seconds) or "
+                                  f"\"started\" and \"ended\" times, got {entry!r}")
+            seconds = max(0.0, ended - started)
+        out.append({"accelerator": _normalise_accelerator(entry.get("accelerator")), "seconds": float(seconds),
+                    "ended": ended if ended is not None else started})
     return out
 
 
@@ -164,7 +186,7 @@ def quota_from_ledger(path: str | os.PathLike[str], *, allowed_s: float = DEFAUL
     cutoff = time.time() - WEEK_S if since is None else since
     used = float(entered_used_s)
     for entry in read_ledger(path):
-        ended = _entry_time(entry)
+        ended = entry["ended"]
         if ended is not None and ended < cutoff:
             continue
         used += entry["seconds"] * burn_rate(entry["accelerator"], burn_rates)
