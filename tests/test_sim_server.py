@@ -128,6 +128,25 @@ def test_cli_push_runs_in_sandbox_and_output_downloads(kaggle_cli: Any, sim_serv
     assert "gpu T4x2" in (tmp_path / "out" / f"{slug}.log").read_text()
     assert sim_server.quota_used_s > quota_before
 
+    # A second kernel reads the first one's output and a competition's files, then fails: ERROR, output kept.
+    competition = sim_server.competitions_dir / "offline-comp"
+    competition.mkdir(parents=True, exist_ok=True)
+    (competition / "train.csv").write_text("id\n7\n")
+    cells = [
+        f"a = open('/kaggle/input/notebooks/{SIM_USER}/{slug}/sub/answer.txt').read()",
+        "b = open('/kaggle/input/competitions/offline-comp/train.csv').read().split()[1]",
+        "open('/kaggle/working/combined.txt', 'w').write(a + b)",
+        "raise ValueError('boom')",
+    ]
+    second = _kernel_folder(tmp_path / "k2", "e2e-follower", cells, kernel_sources=[f"{SIM_USER}/{slug}"],
+                            competition_sources=["offline-comp"])
+    _ok(kaggle_cli("kernels", "push", "-p", str(second)))
+    assert sim_server.wait_for_sessions(timeout=240)
+    status = kaggle_cli("kernels", "status", f"{SIM_USER}/e2e-follower").stdout
+    assert "ERROR" in status and "boom" in status
+    _ok(kaggle_cli("kernels", "output", f"{SIM_USER}/e2e-follower", "-p", str(tmp_path / "out2")))
+    assert (tmp_path / "out2" / "combined.txt").read_text() == "427"
+
 
 def test_python_client_datasets_and_kernels(sim_server: Any, tmp_path: Path) -> None:
     from kaggle_kit.kaggle_api import make_api
@@ -200,6 +219,10 @@ def test_push_without_sandbox_stays_queued_and_state_survives_restart(kaggle_iso
                                       quiet=True).status == "ok"
         api.kernels_push(str(_kernel_folder(tmp_path / "k", "kept-kernel", ["1"])))
         assert api.kernels_status(f"{SIM_USER}/kept-kernel").status.name == "QUEUED"
+        api.kernels_push(str(_kernel_folder(tmp_path / "k2", "cut-off-kernel", ["1"])))
+        with server.store.lock:  # as if the server died while this session ran
+            server.store.data["kernels"][f"{SIM_USER}/cut-off-kernel"]["versions"][-1]["status"] = "RUNNING"
+            server.store.save()
         server.record_gpu_use(120.0)
     with SimServer(state, username=SIM_USER, key="k" * 32) as server:
         point_client_at(server.url)
@@ -207,6 +230,8 @@ def test_push_without_sandbox_stays_queued_and_state_survives_restart(kaggle_iso
         assert api.dataset_status(f"{SIM_USER}/kept-data") == "ready"
         assert [f.name for f in api.dataset_list_files(f"{SIM_USER}/kept-data").files] == ["a.txt"]
         assert api.kernels_status(f"{SIM_USER}/kept-kernel").status.name == "QUEUED"
+        lost = api.kernels_status(f"{SIM_USER}/cut-off-kernel")
+        assert lost.status.name == "ERROR" and "lost" in lost.failure_message
         assert server.quota_used_s == pytest.approx(120.0)
 
 
@@ -412,7 +437,9 @@ def test_serve_command_prints_url_first_serves_and_stops_on_sigterm(kaggle_isola
         assert requests.post(endpoint, json={}, auth=(SIM_USER, key)).json() == {"datasets": [], "nextPageToken": ""}
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        # Not communicate(): it would skip what readline() already buffered.
+        out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 0, err
     assert f"export HTTP_PROXY={url}" in out and "export KAGGLE_API_ENVIRONMENT=LOCALHOST" in out
     assert "ListDatasets 500" in err and key not in err

@@ -6,7 +6,7 @@ Layout of ``state_dir``::
     blobs/<sha256>                  every uploaded or unpacked file, stored once
     uploads/<token>.part            bytes of a resumable upload not yet complete
     kernels/<owner>/<slug>/<N>/     a kernel version's source, output/ and log
-    mounts/datasets/<o>/<s>/<N>/    a dataset version laid out as files, for sandbox sessions
+    mounts/datasets/<id>/<N>/       a copy of a dataset version's files, mounted into sandbox sessions
 
 Every change is written with a temp file and a rename, so a server killed mid-write keeps the previous state.
 """
@@ -110,7 +110,11 @@ class StateStore:
         return [{"name": name, "blob": sha, "size": path.stat().st_size, "created": now}]
 
     def materialize(self, files: list[dict[str, Any]], target: Path) -> Path:
-        """Lay a file list out under ``target`` (hard links into the blob store, copies across devices)."""
+        """Lay a file list out under ``target``, once per target.
+
+        Copies, not hard links: where the sandbox cannot mount inputs read-only, a session writing into its input
+        must not be able to change the stored blobs that downloads serve.
+        """
         if target.exists():
             return target
         tmp = target.with_name(target.name + ".tmp")
@@ -118,10 +122,7 @@ class StateStore:
         for entry in files:
             dest = tmp / entry["name"]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(self.blob_path(entry["blob"]), dest)
-            except OSError:
-                shutil.copyfile(self.blob_path(entry["blob"]), dest)
+            shutil.copyfile(self.blob_path(entry["blob"]), dest)
         tmp.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
         return target

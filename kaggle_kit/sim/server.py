@@ -552,6 +552,7 @@ class SimServer:
                 raise _ApiError(403, f"user {user} cannot delete {record['owner']}/{record['slug']}")
             del self.store.data["datasets"][f"{record['owner']}/{record['slug']}"]
             self.store.save()
+        shutil.rmtree(self.store.root / "mounts" / "datasets" / str(record["id"]), ignore_errors=True)
         return {}
 
     def _download_dataset(self, body: dict[str, Any], user: str) -> _Redirect:
@@ -583,7 +584,8 @@ class SimServer:
             record = self._dataset(owner, slug)
             version = self._version(record, number)
             files = list(version["files"])
-        target = self.store.root / "mounts" / "datasets" / record["owner"] / record["slug"] / str(version["number"])
+        # Keyed by the dataset's id: a deleted and re-created slug starts its versions at 1 again.
+        target = self.store.root / "mounts" / "datasets" / str(record["id"]) / str(version["number"])
         return self.store.materialize(files, target)
 
     # Kernels
