@@ -3,11 +3,12 @@
 Generates a package of 100 modules, imports it in a real IPython ``InteractiveShell`` and times the shell's
 ``pre_run_cell``/``post_execute`` hook path with only one reloader registered at a time:
 
-(a) a cell when nothing changed, (b) a cell after a one-line change in one module (both reloaders see the same
-change: the file is rewritten, its mtime moved forward so IPython's mtime test sees it too, then each hook runs once,
-alternating which goes first).
+(a) a cell when nothing changed, (b) a cell after a one-line change in a function body of one module, (c) the same
+after a one-line change of a module-level constant (the module runs again). Both reloaders see each change: the file
+is rewritten, its mtime moved forward so IPython's mtime test sees it too, then each hook runs once, alternating which
+goes first.
 
-Run: ``.venv/bin/python benchmarks/bench_reload.py [--modules 100] [--rounds 400] [--changes 30]``
+Run: ``.venv/bin/python benchmarks/bench_reload.py [--modules 100] [--rounds 400] [--changes 30] [--also-import torch]``
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _TEMPLATE = '''"""Generated module {i}."""
 import math
 {prev_import}
 
-SCALE_{i} = {i}
+SCALE_{i} = {scale}
 NAMES_{i} = ("a{i}", "b{i}")
 
 
@@ -58,9 +59,10 @@ class Model{i}:
 '''
 
 
-def _write_module(folder: Path, i: int, factor: int) -> None:
+def _write_module(folder: Path, i: int, factor: int, scale: int | None = None) -> None:
     prev = f"from .mod{i - 1:03d} import helper_{i - 1}" if i else ""
-    (folder / f"mod{i:03d}.py").write_text(_TEMPLATE.format(i=i, prev_import=prev, factor=factor))
+    text = _TEMPLATE.format(i=i, prev_import=prev, factor=factor, scale=i if scale is None else scale)
+    (folder / f"mod{i:03d}.py").write_text(text)
 
 
 def _hooks(shell: InteractiveShell, hooks: list[tuple[str, Callable[..., None]]], *, on: bool) -> None:
@@ -86,7 +88,11 @@ def main() -> None:
     parser.add_argument("--modules", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=400, help="no-change cells per reloader")
     parser.add_argument("--changes", type=int, default=30, help="one-line changes, each seen by both reloaders")
+    parser.add_argument("--also-import", default="", help="comma-separated libraries to import first, as a real "
+                        "notebook would (e.g. torch): IPython's check grows with sys.modules")
     args = parser.parse_args()
+    for library in filter(None, args.also_import.split(",")):
+        importlib.import_module(library)
 
     with tempfile.TemporaryDirectory(prefix="bench-reload-") as tmp:
         root = Path(tmp)
@@ -124,28 +130,39 @@ def main() -> None:
                 for _ in range(min(block, args.rounds - start)):
                     no_change[name].append(_cell(shell, info))
 
-        changed: dict[str, list[float]] = {name: [] for name in contenders}
-        target = package / f"mod{args.modules // 2:03d}.py"
+        middle = args.modules // 2
+        target = package / f"mod{middle:03d}.py"
         mtime = target.stat().st_mtime
-        for k in range(args.changes):
-            _write_module(package, args.modules // 2, k + 2)
-            mtime += 1.0  # IPython only reloads on a strictly newer mtime
-            os.utime(target, (mtime, mtime))
-            for name in (list(contenders) if k % 2 == 0 else list(contenders)[::-1]):
-                mine, other = contenders[name]
-                _hooks(shell, other, on=False)
-                _hooks(shell, mine, on=True)
-                changed[name].append(_cell(shell, info))
-        probe = importlib.import_module(f"benchpkg.mod{args.modules // 2:03d}")
-        if getattr(probe, f"compute_{args.modules // 2}")([4.0]) != 2.0 * (args.changes + 1):
+
+        def one_line_changes(edit: Callable[[int], None]) -> dict[str, list[float]]:
+            nonlocal mtime
+            times: dict[str, list[float]] = {name: [] for name in contenders}
+            for k in range(args.changes):
+                edit(k)
+                mtime += 1.0  # IPython only reloads on a strictly newer mtime
+                os.utime(target, (mtime, mtime))
+                for name in (list(contenders) if k % 2 == 0 else list(contenders)[::-1]):
+                    mine, other = contenders[name]
+                    _hooks(shell, other, on=False)
+                    _hooks(shell, mine, on=True)
+                    times[name].append(_cell(shell, info))
+            return times
+
+        body = one_line_changes(lambda k: _write_module(package, middle, k + 2))
+        probe = importlib.import_module(f"benchpkg.mod{middle:03d}")
+        if getattr(probe, f"compute_{middle}")([4.0]) != 2.0 * (args.changes + 1):
             raise SystemExit("the last change did not reach the module: the benchmark measured nothing")
+        constant = one_line_changes(lambda k: _write_module(package, middle, args.changes + 1, scale=1000 + k))
+        if getattr(probe, f"SCALE_{middle}") != 1000 + args.changes - 1:
+            raise SystemExit("the last constant change did not reach the module: the benchmark measured nothing")
 
         def ms(values: list[float]) -> str:
             return f"median {statistics.median(values) * 1e3:7.3f} ms  p90 {sorted(values)[int(len(values) * 0.9)] * 1e3:7.3f} ms"
 
         print(f"{args.modules} project modules, {len(sys.modules)} modules in sys.modules, IPython "
               f"{importlib.import_module('IPython').__version__}, Python {sys.version.split()[0]}")
-        for label, data in (("(a) no change", no_change), ("(b) one-line change", changed)):
+        for label, data in (("(a) no change", no_change), ("(b) one-line change in a function body", body),
+                            ("(c) one-line change of a module-level constant", constant)):
             print(label)
             for name, values in data.items():
                 print(f"  {name:<11} {ms(values)}  (n={len(values)})")
