@@ -369,7 +369,8 @@ def test_slow_reply_still_answers(sim_server: Any) -> None:
     assert time.monotonic() - began >= 0.4
 
 
-def test_cut_upload_resumes_through_the_308_probe(sim_server: Any, tmp_path: Path) -> None:
+def test_cut_upload_resumes_through_the_308_probe(sim_server: Any, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from kaggle_kit.kaggle_api import make_api
 
     api = make_api()
@@ -379,9 +380,11 @@ def test_cut_upload_resumes_through_the_308_probe(sim_server: Any, tmp_path: Pat
     # The first PUT is cut mid-body; urllib3's own retry of it meets a 503, so the client probes and resumes.
     sim_server.inject_fault("cut_upload", match="/_sim/upload/")
     sim_server.inject_fault("503", match="/_sim/upload/")
-    assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
+    assert api.dataset_create_new(str(ds), quiet=False).status == "ok"
     puts = [s for m, p, s in sim_server.request_log if m == "PUT"][-4:]
     assert puts == [0, 503, 308, 200]
+    half = len(payload) // 2
+    assert f"Already uploaded {half - 1} bytes. Will resume upload at {half}." in capsys.readouterr().out
     api.dataset_download_file(f"{SIM_USER}/cut-upload", "big.bin", path=str(tmp_path / "dl"), quiet=True)
     assert (tmp_path / "dl" / "big.bin").read_bytes() == payload
 
