@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import socket
 import sys
 import threading
@@ -213,6 +212,7 @@ def test_secrets_only_through_the_stand_in(offline: tuple[SessionResult, Path]) 
     assert "NOT_ATTACHED" in facts["missing_secret"] and "API_KEY" in facts["missing_secret"]
     store = facts["env"]["KAGGLE_KIT_SIM_SECRETS_FILE"]
     assert not store.startswith("/kaggle") and not Path(store).exists()  # outside the tree, gone after the session
+    assert result.output_dir is not None
     for folder in (result.output_dir, result.session_dir):
         for path in folder.rglob("*"):
             if path.is_file():
@@ -358,7 +358,8 @@ def test_cli_runs_a_jupytext_script_with_inputs_and_secrets(tmp_path: Path, monk
         "print(json.dumps({'token_len': len(UserSecretsClient().get_secret('HF_TOKEN')),\n"
         "    'comp': sorted(os.listdir('/kaggle/input/competitions/tiny-comp')),\n"
         "    'legacy': os.path.isdir('/kaggle/input/tiny-comp'),\n"
-        "    'ckpt': [os.path.isfile(p + '/last.pt') for p in ('/kaggle/input/datasets/me/ckpt', '/kaggle/input/ckpt')],\n"
+        "    'ckpt': [os.path.isfile(p + '/last.pt')\n"
+        "             for p in ('/kaggle/input/datasets/me/ckpt', '/kaggle/input/ckpt')],\n"
         "    'limit': os.environ['KAGGLE_KIT_SIM_SESSION_LIMIT_S']}))\n"
         "# %%\nraise RuntimeError('boom')\n"
     )

@@ -146,7 +146,8 @@ def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 
 
     The session is the kernel's process group, its descendants (including any that started a session of their own),
     and, when the kernel runs in its own mount namespace, every process in that namespace (which catches daemons that
-    double-forked away); ``namespace`` is that namespace when known, read from the kernel otherwise. Returns the pids still alive at the deadline (normally none).
+    double-forked away); ``namespace`` is that namespace when known, read from the kernel otherwise. Returns the
+    pids still alive at the deadline (normally none).
     """
     session_ns = namespace or session_namespace(pid)
     try:

@@ -267,9 +267,10 @@ class Sandbox:
         finally:
             log.close()
         if "status" not in outcome:
+            crash = outcome.get("crash")
             raise SandboxError(
-                f"session {session.session_id} ended without a result ({outcome.get('crash')!r}); see {session.log_path}"
-            ) from outcome.get("crash")
+                f"session {session.session_id} ended without a result ({crash!r}); see {session.log_path}"
+            ) from crash
         wall_s = float(outcome.get("wall_s", 0.0))
         used = wall_s * spec.clock_scale * gpu_burn_rate(spec.accelerator)
         if spec.quota_left_s is not None:
@@ -377,7 +378,7 @@ class Sandbox:
         try:
             with stderr_path.open("wb") as stderr:
                 await km.start_kernel(env=env, cwd=cwd, stdout=stderr, stderr=stderr)
-                pid = km.provisioner.pid
+                pid = int(getattr(km.provisioner, "pid"))  # the local provisioner's kernel process
                 _running_pids[str(session.folder)] = pid
                 outcome["pid"] = pid
                 reason, delay = ("quota", session.quota_s) if (
@@ -412,10 +413,10 @@ class Sandbox:
         finally:
             if deadline is not None:
                 deadline.disarm()
-            pid = outcome.get("pid")
-            if pid:
+            kernel_pid: int | None = outcome.get("pid")
+            if kernel_pid:
                 # Kaggle ends the whole container with the session: nothing the notebook started outlives it.
-                survivors = kill_session(pid, namespace=namespace)
+                survivors = kill_session(kernel_pid, namespace=namespace)
                 if survivors:
                     log.sandbox(f"processes {survivors} survived SIGKILL; the output may still change")
             outcome["wall_s"] = time.monotonic() - start
@@ -600,7 +601,7 @@ def _kernel_env(session: _Session, *, token: str, start_epoch: float) -> dict[st
         "KAGGLE_KIT_SIM_SESSION_LIMIT_S": _number(session.limit_s),
         "KAGGLE_KIT_SIM_SESSION_START": f"{start_epoch:.3f}",
     })
-    if session.quota_s is not None:
+    if session.quota_s is not None and spec.quota_left_s is not None:
         env["KAGGLE_KIT_SIM_QUOTA_LEFT_S"] = _number(spec.quota_left_s / spec.clock_scale)
     project_root = spec.project_root or os.environ.get("KAGGLE_KIT_ROOT")
     if project_root:
