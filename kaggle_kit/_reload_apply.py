@@ -236,7 +236,7 @@ def _restore_submodules(name: str, old_ns: dict[str, Any], module: types.ModuleT
 
 def _patch_namespace(name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], code: types.CodeType,
                      outcome: Outcome) -> None:
-    canon: dict[int, Any] = {}
+    canon = patch.Canon()
     plan: list[tuple[str, str]] = []
     log = outcome.log
     for key, new in new_ns.items():
@@ -251,7 +251,7 @@ def _patch_namespace(name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], 
             and getattr(old, "__qualname__", None) == getattr(new, "__qualname__", None)
         if own and isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType) \
                 and old.__code__.co_freevars == new.__code__.co_freevars:
-            canon[id(new)] = old
+            canon.add(new, old)
             plan.append((key, "function"))
         elif own and isinstance(old, type) and isinstance(new, type):
             reasons = patch.restart_reasons(old, new)

@@ -23,6 +23,28 @@ _CLASS_OWN = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__",
 _LAYOUT_DESCRIPTORS = (types.MemberDescriptorType, types.GetSetDescriptorType)
 
 
+class Canon:
+    """New objects kept as their old selves (``new -> old``), holding both so no id is reused while patching."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[int, tuple[Any, Any]] = {}
+
+    def add(self, new: Any, old: Any) -> None:
+        self._pairs[id(new)] = (new, old)
+
+    def has(self, obj: Any) -> bool:
+        pair = self._pairs.get(id(obj))
+        return pair is not None and pair[0] is obj
+
+    def get(self, obj: Any) -> Any:
+        """The old object standing for ``obj``, or ``obj`` itself."""
+        pair = self._pairs.get(id(obj))
+        return pair[1] if pair is not None and pair[0] is obj else obj
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+
 class PatchLog:
     """What one module's patching did, for the one-line report."""
 
@@ -69,12 +91,12 @@ def same_function(old: types.FunctionType, new: types.FunctionType) -> bool:
             and _equal(old.__kwdefaults__, new.__kwdefaults__))
 
 
-def patch_function(old: types.FunctionType, new: types.FunctionType, canon: dict[int, Any],
+def patch_function(old: types.FunctionType, new: types.FunctionType, canon: Canon,
                    _seen: set[int] | None = None) -> bool:
     """Give ``old`` the code, defaults and closure contents of ``new``; False if it cannot be done in place.
 
-    ``canon`` maps ``id(new object)`` to the old object kept in its place (patched classes and functions), so a
-    closure cell holding a new class (``super()``'s ``__class__``) ends up holding the old one that instances have.
+    ``canon`` maps new objects to the old ones kept in their place (patched classes and functions), so a closure
+    cell holding a new class (``super()``'s ``__class__``) ends up holding the old one that instances have.
     """
     seen = _seen if _seen is not None else set()
     if id(old) in seen:
@@ -88,7 +110,7 @@ def patch_function(old: types.FunctionType, new: types.FunctionType, canon: dict
             value = new_cell.cell_contents
         except ValueError:
             continue
-        value = canon.get(id(value), value)
+        value = canon.get(value)
         try:
             current = old_cell.cell_contents
         except ValueError:
@@ -103,7 +125,7 @@ def patch_function(old: types.FunctionType, new: types.FunctionType, canon: dict
     return True
 
 
-def adopt(value: Any, canon: dict[int, Any]) -> Any:
+def adopt(value: Any, canon: Canon) -> Any:
     """Point the closure cells of a new function (or method wrapper) at the old objects kept in place."""
     for func in _functions_in(value):
         for cell in func.__closure__ or ():
@@ -111,8 +133,8 @@ def adopt(value: Any, canon: dict[int, Any]) -> Any:
                 held = cell.cell_contents
             except ValueError:
                 continue
-            if id(held) in canon:
-                cell.cell_contents = canon[id(held)]
+            if canon.has(held):
+                cell.cell_contents = canon.get(held)
     return value
 
 
@@ -179,9 +201,9 @@ def _diff(old: dict[str, str], new: dict[str, str]) -> str:
     return ", ".join(parts) or "order changed"
 
 
-def collect_class_pairs(old: type, new: type, canon: dict[int, Any]) -> None:
+def collect_class_pairs(old: type, new: type, canon: Canon) -> None:
     """Record ``new -> old`` for a compatible class and its nested classes, before any patching starts."""
-    canon[id(new)] = old
+    canon.add(new, old)
     for key, new_value in new.__dict__.items():
         old_value = old.__dict__.get(key)
         if (isinstance(old_value, type) and isinstance(new_value, type)
@@ -189,7 +211,7 @@ def collect_class_pairs(old: type, new: type, canon: dict[int, Any]) -> None:
             collect_class_pairs(old_value, new_value, canon)
 
 
-def patch_class(old: type, new: type, canon: dict[int, Any], log: PatchLog) -> None:
+def patch_class(old: type, new: type, canon: Canon, log: PatchLog) -> None:
     """Make ``old`` behave as ``new``: methods patched in place, new attributes added, removed ones dropped."""
     members = set(old.__members__) if isinstance(old, enum.EnumMeta) else set()
     prefix = old.__qualname__
@@ -200,7 +222,7 @@ def patch_class(old: type, new: type, canon: dict[int, Any], log: PatchLog) -> N
             continue  # the Enum's member tables must keep pointing at the members instances already hold
         old_value = old.__dict__.get(key, _MISSING)
         if old_value is _MISSING:
-            _set(old, key, adopt(canon.get(id(new_value), new_value), canon))
+            _set(old, key, adopt(canon.get(new_value), canon))
             log.note("added", f"{prefix}.{key}")
             continue
         if old_value is new_value:
@@ -210,7 +232,7 @@ def patch_class(old: type, new: type, canon: dict[int, Any], log: PatchLog) -> N
             if not (isinstance(new_value, type) or _sunder(key) or key.startswith("__")
                     or (type(old_value) is type(new_value) and _equal(old_value, new_value))):
                 log.note("changed", f"{prefix}.{key}")
-            _set(old, key, adopt(canon.get(id(new_value), new_value), canon))
+            _set(old, key, adopt(canon.get(new_value), canon))
         elif changed:
             log.note("changed", f"{prefix}.{key}")
     for key in [k for k in old.__dict__ if k not in new.__dict__]:
@@ -234,10 +256,10 @@ def _set(cls: type, key: str, value: Any) -> None:
         pass  # read-only class attributes (``__doc__`` of some builtins' subclasses) stay as they are
 
 
-def _patch_member(old: Any, new: Any, canon: dict[int, Any], log: PatchLog) -> bool | None:
+def _patch_member(old: Any, new: Any, canon: Canon, log: PatchLog) -> bool | None:
     """Patch one class attribute in place; True/False = patched (changed or not), None = replace it instead."""
     if isinstance(old, type) and isinstance(new, type):
-        if canon.get(id(new)) is old:
+        if canon.get(new) is old:
             patch_class(old, new, canon, log)
             return False
         return None
@@ -251,7 +273,7 @@ def _patch_member(old: Any, new: Any, canon: dict[int, Any], log: PatchLog) -> b
     return None
 
 
-def _patch_property(old: property, new: property, canon: dict[int, Any]) -> bool | None:
+def _patch_property(old: property, new: property, canon: Canon) -> bool | None:
     pairs = [(getattr(old, a), getattr(new, a)) for a in ("fget", "fset", "fdel")]
     if any((o is None) != (n is None) for o, n in pairs):
         return None  # a setter or deleter was added or removed: the new property object replaces the old one
@@ -267,21 +289,19 @@ def _patch_property(old: property, new: property, canon: dict[int, Any]) -> bool
     return changed
 
 
-def fix_containers(value: Any, canon: dict[int, Any]) -> Any:
+def fix_containers(value: Any, canon: Canon) -> Any:
     """Swap new objects kept as their old selves inside a module-level list, dict, set or tuple (registries)."""
-    def swap(item: Any) -> Any:
-        return canon.get(id(item), item)
-
     if isinstance(value, list):
-        value[:] = [swap(v) for v in value]
+        if any(canon.has(v) for v in value):
+            value[:] = [canon.get(v) for v in value]
     elif isinstance(value, dict):
         for key, item in list(value.items()):
-            if id(item) in canon:
-                value[key] = canon[id(item)]
-    elif type(value) is tuple and any(id(v) in canon for v in value):
-        return tuple(swap(v) for v in value)
-    elif isinstance(value, set) and any(id(v) in canon for v in value):
-        replaced = {swap(v) for v in value}
+            if canon.has(item):
+                value[key] = canon.get(item)
+    elif type(value) is tuple and any(canon.has(v) for v in value):
+        return tuple(canon.get(v) for v in value)
+    elif isinstance(value, set) and any(canon.has(v) for v in value):
+        replaced = {canon.get(v) for v in value}
         value.clear()
         value.update(replaced)
     return value

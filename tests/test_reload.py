@@ -573,3 +573,15 @@ def test_package_attribute_stays_callable_after_submodule_import(tree) -> None:
 
     root, _, _ = tree
     assert isinstance(kaggle_kit.reload(roots=[root], verbose=False), reload_mod.ReloadReport)
+
+
+def test_patched_class_keeps_identity_in_module_level_registries(tree) -> None:
+    root, reloader, ns = tree
+    put(root / "p_reg/__init__.py", "")
+    put(root / "p_reg/m.py", "class Net:\n    width = 1\n\n    def size(self):\n        return self.width\n\n\nMODELS = {'net': Net}\n")
+    (m,) = _baseline(reloader, "p_reg.m")
+    net, cls = m.MODELS["net"](), m.Net
+    put(root / "p_reg/m.py", "class Net:\n    width = 2\n\n    def size(self):\n        return self.width * 10\n\n\nMODELS = {'net': Net}\n")
+    report = reloader.check(explicit=False)
+    assert report.lines == ["reloaded p_reg.m: changed Net.width, Net.size"]
+    assert m.Net is cls and m.MODELS["net"] is cls and isinstance(net, m.MODELS["net"]) and net.size() == 20
