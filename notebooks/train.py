@@ -1,0 +1,127 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Train: copy-move forgery detection, resumable across Kaggle sessions
+#
+# Rendered by `kaggle-kit render train`; the cell after `parameters` holds the injected values. Run it again
+# (Save Version) after a killed or timed-out session: training continues from the newest mirrored checkpoint.
+
+# %% tags=["parameters"]
+config = "default"
+overrides = []
+competition = "recodai-luc-scientific-image-forgery-detection"
+code_dataset = None
+checkpoint_dataset = None
+accelerator_plan = "auto"
+checkpoint_every_minutes = 10.0
+train_options = {}
+
+# %% bootstrap: find the kit (a clone, the attached code dataset, or an installed package), enable hot reload
+import os
+import sys
+from pathlib import Path
+
+
+def _kit_candidates():
+    here = Path.cwd().resolve()
+    yield from (here, *here.parents)
+    inputs = Path(os.environ.get("KAGGLE_KIT_KAGGLE_ROOT", "/kaggle")) / "input"
+    if code_dataset:
+        owner, slug = code_dataset.split("/")
+        yield from (inputs / "datasets" / owner / slug, inputs / slug)
+
+
+_kit = next((p for p in _kit_candidates() if (p / "kaggle_kit" / "__init__.py").is_file()), None)
+if _kit is not None and str(_kit) not in sys.path:
+    sys.path.insert(0, str(_kit))
+
+from kaggle_kit.reload import enable_autoreload
+from kaggle_kit.root import find_root
+
+root = find_root(_kit)
+enable_autoreload()
+print(f"project root: {root.path} ({root.reason})")
+
+# %% preflight: accelerator, device plan, session clock
+from kaggle_kit.guard.accelerator import detect_accelerator, plan_devices
+from kaggle_kit.guard.clock import SessionClock
+
+accelerator = detect_accelerator()
+plan = plan_devices(accelerator_plan, accelerator)
+clock = SessionClock.from_environment()
+print(accelerator.describe())
+print(clock.describe())
+for note in plan.notes:
+    print("note:", note)
+
+# %% config
+import dataclasses
+
+from kaggle_kit.cmfd.config import load_cmfd_config
+from kaggle_kit.training import TrainConfig
+
+cfg = load_cmfd_config(config if config in ("default", "tiny") else root.path / config, overrides)
+train_cfg = TrainConfig(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
+                        weight_decay=cfg.train.weight_decay, seed=cfg.data.seed, **train_options)
+print(dataclasses.asdict(train_cfg))
+
+# %% data
+from kaggle_kit.cmfd.data import CMFDDataset, scan_competition, split_cases
+from kaggle_kit.env import find_input, working_dir
+
+competition_dir = find_input(competition, kind="competition")
+cases = scan_competition(competition_dir, supplemental=cfg.data.supplemental)
+train_cases, val_cases = split_cases(cases, val_fraction=cfg.data.val_fraction, seed=cfg.data.seed)
+train_set = CMFDDataset(train_cases, image_size=cfg.data.image_size, augment=True, seed=cfg.data.seed)
+print(f"{competition_dir}: {len(train_cases)} training and {len(val_cases)} validation images")
+
+# %% model
+from functools import partial
+
+from kaggle_kit.cmfd.inference import validation_score
+from kaggle_kit.cmfd.losses import CMFDLoss
+from kaggle_kit.cmfd.model import build_model
+from kaggle_kit.training import ScoreFunction, seed_everything, supervised_loss
+
+seed_everything(cfg.data.seed)
+model = build_model(cfg)
+loss_fn = partial(supervised_loss, CMFDLoss(cfg.loss))
+evaluate = ScoreFunction(validation_score, "score", args=(val_cases, cfg))
+print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+
+# %% restore: the newest checkpoint from this session, the attached inputs or the mirror dataset
+from kaggle_kit.training import checkpointer_for_rank
+
+make_checkpointer = partial(checkpointer_for_rank, directory=working_dir() / "checkpoints", mirror=checkpoint_dataset,
+                            every_minutes=checkpoint_every_minutes, monitor="score", mode="max", config=cfg)
+checkpointer = make_checkpointer(0)
+restored = checkpointer.restore(model=model)
+print("fresh start" if restored is None else f"resuming at step {restored.step} from {restored.source}")
+
+# %% train
+from kaggle_kit.training import train_with_plan
+
+result = train_with_plan(
+    plan, model=model, dataset=train_set, loss_fn=loss_fn, config=train_cfg, evaluate=evaluate,
+    checkpointer=make_checkpointer if plan.distributed else checkpointer, clock=clock, output_dir=working_dir(),
+)
+print(f"{result.status}: step {result.step}, {result.steps_this_session} steps this session, best {result.best}")
+
+# %% finalize: flush the mirror, plot
+from kaggle_kit.training import FIGURE_FILE, plot_history
+
+if not checkpointer.flush(timeout=max(30.0, clock.time_left() - 60.0)):
+    print("WARNING: the mirror did not confirm the last checkpoint; this run's output still holds it")
+if result.history:
+    plot_history(result.history, working_dir() / FIGURE_FILE)
