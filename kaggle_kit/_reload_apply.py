@@ -238,6 +238,7 @@ def _patch_namespace(name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], 
                      outcome: Outcome) -> None:
     canon = patch.Canon()
     plan: list[tuple[str, str]] = []
+    values: list[str] = []
     log = outcome.log
     for key, new in new_ns.items():
         old = old_ns.get(key, patch._MISSING)
@@ -258,32 +259,36 @@ def _patch_namespace(name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], 
             if reasons:
                 line = _class_line(code, new.__qualname__)
                 outcome.restart.extend(f"{r}, in {new_ns.get('__file__')}:{line}" for r in reasons)
-                plan.append((key, "value"))
+                values.append(key)
             else:
                 patch.collect_class_pairs(old, new, canon)
                 plan.append((key, "class"))
-        elif type(old) is type(new) and isinstance(old, SHARED_ATOMS) and patch._equal(old, new):
-            new_ns[key] = old  # an equal constant keeps its identity, so nothing bound to it needs rebinding
         else:
-            plan.append((key, "value"))
+            values.append(key)
+    # Registries and tuples built by the module hold the new objects: point them at the old ones kept in place first,
+    # so that comparing old and new values below sees them equal.
+    if canon:
+        for key, value in list(new_ns.items()):
+            if isinstance(value, (list, dict, tuple, set)) and len(value) <= 1000 and key not in MODULE_META:
+                new_ns[key] = patch.fix_containers(value, canon)
     for key, kind in plan:
         old, new = old_ns[key], new_ns[key]
         if kind == "function":
             if not patch.same_function(old, new):
                 log.note("changed", key)
             patch.patch_function(old, new, canon)
-            new_ns[key] = old
-        elif kind == "class":
-            patch.patch_class(old, new, canon, log)
-            new_ns[key] = old
         else:
-            value_changed = not (type(old) is type(new) and patch._equal(old, new))
-            if value_changed and not key.startswith("__"):
-                log.note("changed", key)
-            outcome.rebinds[id(old)] = Rebind(key, old, new, value_changed)
-    for key, value in list(new_ns.items()):
-        if canon and isinstance(value, (list, dict, tuple, set)) and len(value) <= 1000 and key not in MODULE_META:
-            new_ns[key] = patch.fix_containers(value, canon)
+            patch.patch_class(old, new, canon, log)
+        new_ns[key] = old
+    for key in values:
+        old, new = old_ns[key], new_ns[key]
+        equal = type(old) is type(new) and patch._equal(old, new)
+        if equal and isinstance(old, SHARED_ATOMS):
+            new_ns[key] = old  # an equal constant keeps its identity, so nothing bound to it needs rebinding
+            continue
+        if not equal and not key.startswith("__"):
+            log.note("changed", key)
+        outcome.rebinds[id(old)] = Rebind(key, old, new, not equal)
     for key, old in old_ns.items():
         if key not in new_ns and getattr(old, "__module__", name) == name and not isinstance(old, types.ModuleType):
             log.note("removed", key)
