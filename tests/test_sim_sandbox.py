@@ -398,6 +398,8 @@ def test_cli_secret_from_a_missing_variable_is_a_clear_error(tmp_path: Path, mon
         ({"mounts": (InputMount(Path("/nonexistent-kaggle-kit"), ("x",)),)}, "not a folder"),
         ({"notebook": Path("/nonexistent-kaggle-kit/nb.ipynb")}, "does not exist"),
         ({"isolation": "docker"}, "isolation"),
+        ({"cwd_files": {"util.py": Path("/nonexistent-kaggle-kit/util.py")}}, "not a file"),
+        ({"session_id": "../escape"}, "session_id"),
     ],
 )
 def test_bad_specs_are_refused_before_anything_runs(tmp_path: Path, changes: dict, message: str) -> None:
@@ -405,6 +407,13 @@ def test_bad_specs_are_refused_before_anything_runs(tmp_path: Path, changes: dic
     with pytest.raises(SandboxError, match=message):
         Sandbox(tmp_path / "work").run(spec)
     assert not (tmp_path / "work" / "sessions").exists()
+
+
+def test_a_session_id_is_never_reused(tmp_path: Path) -> None:
+    (tmp_path / "work" / "outputs" / "v1").mkdir(parents=True)
+    with pytest.raises(SandboxError, match="already exists"):
+        Sandbox(tmp_path / "work").run(SessionSpec(_notebook("1"), session_id="v1"))
+    assert not (tmp_path / "work" / "sessions" / "v1").exists()
 
 
 def test_overlapping_and_escaping_input_targets_are_refused(tmp_path: Path) -> None:

@@ -296,11 +296,27 @@ class Sandbox:
     def _prepare(self, spec: SessionSpec) -> _Session:
         _validate(spec)
         nb = _load_notebook(spec.notebook)
+        isolation, note = _choose_isolation(spec.isolation)
         session_id = spec.session_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder = self.workdir / "sessions" / session_id
         output_dir = self.workdir / "outputs" / session_id
-        if folder.exists() or output_dir.exists():
-            raise SandboxError(f"session {session_id!r} already exists under {self.workdir}: pick another session_id")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if output_dir.exists():
+                raise FileExistsError(output_dir)
+            folder.mkdir()  # atomic: two sessions can never share a folder
+        except FileExistsError:
+            raise SandboxError(
+                f"session {session_id!r} already exists under {self.workdir}: pick another session_id"
+            ) from None
+        try:
+            return self._populate(spec, nb, session_id, folder, output_dir, isolation, note)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _populate(self, spec: SessionSpec, nb: nbformat.NotebookNode, session_id: str, folder: Path,
+                  output_dir: Path, isolation: str, note: str | None) -> _Session:
         tree = folder / "kaggle"
         for sub in ("input", "working", "temp"):
             (tree / sub).mkdir(parents=True)
@@ -309,8 +325,6 @@ class Sandbox:
         home = folder / "home"
         home.mkdir()
         nbformat.write(nb, str(folder / "notebook.ipynb"))
-
-        isolation, note = _choose_isolation(spec.isolation)
         internet_blocked = not spec.internet and isolation == "namespace"
         for mount in spec.mounts:
             for target in mount.targets:
@@ -510,10 +524,12 @@ def _validate(spec: SessionSpec) -> None:
                 if rel == other or other in rel.parents or rel in other.parents:
                     raise SandboxError(f"input targets {str(other)!r} and {target!r} overlap: mount them apart")
             seen.append(rel)
-    for name in spec.cwd_files or {}:
+    for name, content in (spec.cwd_files or {}).items():
         rel = PurePosixPath(name)
         if not name or rel.is_absolute() or ".." in rel.parts:
             raise SandboxError(f"cwd_files name {name!r} must be a relative path inside /kaggle/working")
+        if not isinstance(content, bytes) and not Path(content).is_file():
+            raise SandboxError(f"cwd_files[{name!r}]: {content} is not a file; pass a file's path or its bytes")
 
 
 def _load_notebook(notebook: Path | nbformat.NotebookNode) -> nbformat.NotebookNode:
