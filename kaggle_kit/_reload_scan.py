@@ -63,6 +63,28 @@ def imported_modules(source: bytes, package: str) -> set[str]:
     return found
 
 
+def import_order(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Position of each module when every module comes after those it imports (a cycle keeps a stable order)."""
+    order: dict[str, int] = {}
+    visiting: set[str] = set()
+    for start in sorted(graph):
+        if start in order:
+            continue
+        stack = [(start, iter(sorted(graph[start])))]
+        visiting.add(start)
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                visiting.discard(node)
+                order[node] = len(order)
+            elif child not in order and child not in visiting:
+                visiting.add(child)
+                stack.append((child, iter(sorted(graph.get(child, ())))))
+    return order
+
+
 def from_bindings(source: str | bytes, package: str) -> set[tuple[str, str, str]]:
     """``(module, name, bound_as)`` for each module-level ``from module import name as bound_as``."""
     try:
@@ -171,3 +193,11 @@ class InstalledCopy:
             if differs and st.st_mtime_ns > installed_st.st_mtime_ns:
                 newer.append(checkout_file)
         return newer if same_project else []
+
+    def warning(self, newer: list[str]) -> str:
+        """The stale-copy line: where the copy is, which checkout files are newer, and the fix."""
+        root = self.checkout.parent.parent if self.checkout.parent.name == "src" else self.checkout.parent
+        files = ", ".join(os.path.relpath(f, root) for f in newer[:3]) + (" ..." if len(newer) > 3 else "")
+        return (f"stale copy: {self.package} is imported from {self.installed} (an installed copy), but the checkout "
+                f"at {root} is newer ({files}); nothing there can be reloaded. Fix: `pip install -e {root}` (or put "
+                f"{root} first on sys.path), then restart the kernel")

@@ -189,12 +189,7 @@ class _Reloader:
         copy.watch(file)  # compared with the checkout by the next check, once all new modules are watched
 
     def _warn_stale(self, report: ReloadReport, copy: scan.InstalledCopy, newer: list[str]) -> None:
-        root = copy.checkout.parent.parent if copy.checkout.parent.name == "src" else copy.checkout.parent
-        files = ", ".join(os.path.relpath(f, root) for f in newer[:3]) + (" ..." if len(newer) > 3 else "")
-        self._emit(report, "stale", copy.package,
-                   f"stale copy: {copy.package} is imported from {copy.installed} (an installed copy), but the "
-                   f"checkout at {root} is newer ({files}); nothing there can be reloaded. Fix: "
-                   f"`pip install -e {root}` (or put {root} first on sys.path), then restart the kernel")
+        self._emit(report, "stale", copy.package, copy.warning(newer))
 
     def _apply_all(self, pending: dict[str, bytes], report: ReloadReport) -> None:
         order = self._order(pending)
@@ -223,25 +218,8 @@ class _Reloader:
 
     def _order(self, pending: dict[str, bytes]) -> dict[str, int]:
         """Position of each tracked module in import order: a module comes after the project modules it imports."""
-        graph = {name: self._imports(rec, pending.get(name, rec.source)) for name, rec in self._tracked.items()}
-        order: dict[str, int] = {}
-        visiting: set[str] = set()
-        for start in sorted(graph):
-            stack = [(start, iter(sorted(graph[start])))]
-            if start in order:
-                continue
-            visiting.add(start)
-            while stack:
-                node, children = stack[-1]
-                child = next(children, None)
-                if child is None:
-                    stack.pop()
-                    visiting.discard(node)
-                    order[node] = len(order)
-                elif child not in order and child not in visiting:
-                    visiting.add(child)
-                    stack.append((child, iter(sorted(graph.get(child, ())))))
-        return order
+        return scan.import_order({name: self._imports(rec, pending.get(name, rec.source))
+                                  for name, rec in self._tracked.items()})
 
     def _apply(self, rec: _Tracked, data: bytes, cause: str, report: ReloadReport) -> list[tuple[str, str]]:
         """Reload one module; returns the dependents to re-execute because values they imported changed."""

@@ -585,3 +585,11 @@ def test_patched_class_keeps_identity_in_module_level_registries(tree) -> None:
     report = reloader.check(explicit=False)
     assert report.lines == ["reloaded p_reg.m: changed Net.width, Net.size"]
     assert m.Net is cls and m.MODELS["net"] is cls and isinstance(net, m.MODELS["net"]) and net.size() == 20
+
+
+def test_default_root_is_the_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".kaggle-kit-root").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.delenv("KAGGLE_KIT_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert reload_mod._resolve_roots(None) == [tmp_path.resolve()]
