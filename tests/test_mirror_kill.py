@@ -1,0 +1,47 @@
+"""kill -9 during an upload, wipe the working folder, resume from the mirror dataset in a fresh process."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _ckpt_train_script  # noqa: E402
+
+SCRIPT = Path(__file__).with_name("_ckpt_train_script.py")
+STEPS = 120
+
+
+@pytest.mark.slow
+def test_kill9_mid_upload_then_wiped_working_resumes_from_the_mirror_bit_identical(
+    sim_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(tmp_path / "ref"))
+    reference = tmp_path / "ref.pt"
+    argv = ["--ckpt-dir", str(tmp_path / "ref" / "ck"), "--out", str(reference), "--steps", str(STEPS)]
+    assert _ckpt_train_script.main(argv) == 0
+
+    root = tmp_path / "kaggle"
+    (root / "temp").mkdir(parents=True)
+    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
+    work = root / "working" / "checkpoints"
+    out = tmp_path / "resumed.pt"
+    command = [sys.executable, str(SCRIPT), "--ckpt-dir", str(work), "--out", str(out), "--steps", str(STEPS),
+               "--mirror", "alice/kill-nine-run", "--step-sleep", "0.01"]
+    # Each version sends five files; the 8th file PUT is in the second version: the first one is in the dataset.
+    died = subprocess.run([*command, "--kill-in-upload", "8"], capture_output=True, text=True, timeout=300)
+    assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
+    assert not out.exists()
+    shutil.rmtree(root / "working")
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "RESUMED" in finished.stdout and "source=mirror" in finished.stdout, finished.stdout
+    left, right = torch.load(reference, weights_only=True), torch.load(out, weights_only=True)
+    for key in left:
+        assert torch.equal(left[key], right[key]), f"{key} differs after resume from the mirror"
