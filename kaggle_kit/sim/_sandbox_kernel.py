@@ -27,9 +27,10 @@ class _SessionLog:
     Records are flushed as they come, so the log can be followed while the session runs; ``close`` ends the list.
     """
 
-    def __init__(self, path: Path, start: float) -> None:
+    def __init__(self, path: Path, start: float, *, echo: Callable[[str, str], None] | None = None) -> None:
         self.path = path
         self._start = start
+        self._echo = echo
         self._lock = threading.Lock()
         self._fh = path.open("w", encoding="utf-8")
         self._first = True
@@ -45,6 +46,8 @@ class _SessionLog:
             self._fh.write(("" if self._first else ",") + entry + "\n")
             self._first = False
             self._fh.flush()
+            if self._echo is not None:
+                self._echo(stream, data)
 
     def sandbox(self, message: str) -> None:
         """A line from the sandbox itself (not the notebook), marked as such."""

@@ -38,7 +38,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import nbformat
 
@@ -219,9 +219,13 @@ class _Session:
 
 
 class Sandbox:
-    """Runs notebooks in Kaggle-like sessions under ``workdir``; sessions may run concurrently from several threads."""
+    """Runs notebooks in Kaggle-like sessions under ``workdir``; sessions may run concurrently from several threads.
 
-    def __init__(self, workdir: Path | str) -> None:
+    ``echo``, when given, receives every log record as it is written (stream name, text), e.g. to show it live.
+    """
+
+    def __init__(self, workdir: Path | str, *, echo: Callable[[str, str], None] | None = None) -> None:
+        self.echo = echo
         self.workdir = Path(workdir).expanduser().resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -233,7 +237,7 @@ class Sandbox:
         """
         session = self._prepare(spec)
         outcome: dict[str, Any] = {}
-        log = _SessionLog(session.log_path, time.monotonic())
+        log = _SessionLog(session.log_path, time.monotonic(), echo=self.echo)
         done = threading.Event()
 
         def work() -> None:
@@ -785,6 +789,12 @@ def _secrets_from_args(items: list[str]) -> dict[str, str]:
     return values
 
 
+def _echo(stream: str, text: str) -> None:
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    target.write(text)
+    target.flush()
+
+
 def _terminate(signum: int, frame: Any) -> None:
     # SIGTERM ends the session the way Ctrl-C does: every process of the session killed, its folders removed.
     raise SystemExit(128 + signum)
@@ -806,7 +816,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        result = Sandbox(args.workdir).run(spec)
+        result = Sandbox(args.workdir, echo=_echo).run(spec)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"session {result.session_id}: {result.status} in {result.wall_s:.1f} s (isolation: {result.isolation})")
@@ -819,7 +829,7 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         print("  output: none (an Interactive session loses /kaggle/working)")
     if result.gpu_s:
-        print(f"  GPU quota used: {result.gpu_s:.0f} s")
+        print(f"  GPU quota used: {result.gpu_s:.0f} s of Kaggle time")
     if result.status != "COMPLETE":
         print(f"kaggle-kit sim run: {result.failure_message}", file=sys.stderr)
         return 1
