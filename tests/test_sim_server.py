@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -256,6 +258,15 @@ def test_auth_refusal_bearer_and_introspection(kaggle_isolation: Path, tmp_path:
         assert requests.post(introspect, json={"token": "nope"}).json() == {"active": False}
         missing = requests.post(f"{server.url}/v1/datasets.DatasetApiService/Nope", json={}, auth=(SIM_USER, "k" * 32))
         assert missing.status_code == 404 and "Nope" in missing.json()["message"]
+        # The real CLI with an access token: introspected, then sent as Bearer.
+        env = server.client_env()
+        del env["KAGGLE_USERNAME"], env["KAGGLE_KEY"]
+        env["KAGGLE_API_TOKEN"] = "tok-123"
+        proc = subprocess.run([sys.executable, "-m", "kaggle", "datasets", "list", "--mine"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert "No datasets found" in proc.stdout, proc.stdout + proc.stderr
+        assert [p for _, p, s in server.request_log][-2:] == ["/v1/security.OAuthService/IntrospectToken",
+                                                               "/v1/datasets.DatasetApiService/ListDatasets"]
 
 
 def test_cli_with_wrong_key_is_refused(kaggle_cli: Any) -> None:
@@ -424,8 +435,6 @@ def test_server_refuses_non_loopback_and_bad_credentials(tmp_path: Path) -> None
 
 def test_serve_command_prints_url_first_serves_and_stops_on_sigterm(kaggle_isolation: Path, tmp_path: Path) -> None:
     import signal
-    import subprocess
-    import sys
 
     key = "f" * 32
     proc = subprocess.Popen(
