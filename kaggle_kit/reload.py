@@ -10,6 +10,7 @@ the project is imported from a stale installed copy.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import importlib.machinery
 import importlib.util
@@ -76,6 +77,8 @@ class _Reloader:
         self._seen: set[str] = set()
         self._copies: dict[str, scan.InstalledCopy] = {}
         self._history: tuple[int, set[tuple[str, str, str]]] = (0, set())
+        self._graph: dict[str, frozenset[str]] = {}
+        self._graph_order: dict[str, int] = {}
         self.set_roots(roots)
 
     def set_roots(self, roots: list[Path]) -> None:
@@ -138,7 +141,13 @@ class _Reloader:
                     pending[rec.name] = rec.failed_source
         if pending:
             importlib.invalidate_caches()  # a pulled module may import a file the import system has not seen
-            self._apply_all(pending, report)
+            collecting = gc.isenabled()
+            gc.disable()  # parsing and patching make short-lived objects only; a full collection here is wasted
+            try:
+                self._apply_all(pending, report)
+            finally:
+                if collecting:
+                    gc.enable()
         return report
 
     def _discover(self, report: ReloadReport, pending: dict[str, bytes]) -> None:
@@ -147,6 +156,7 @@ class _Reloader:
         if not new:
             return
         self._seen |= new
+        outside: list[tuple[str, str]] = []
         for name in sorted(new):
             module = modules.get(name)
             file = getattr(module, "__file__", None)
@@ -158,7 +168,7 @@ class _Reloader:
                 except ValueError:
                     continue
             if not file.startswith(self._prefixes) or file.startswith(self._excluded) or _in_site(file):
-                self._note_copy(name, file)
+                outside.append((name, file))
                 continue
             try:
                 st = os.stat(file)
@@ -171,16 +181,17 @@ class _Reloader:
             if not rec.extension and scan.changed_since_import(getattr(module, "__cached__", None), st, data):
                 rec.digest, rec.source = b"", b""
                 pending[name] = data
+        tops = {name.partition(".")[0] for name, _ in outside}
+        if tops - self._checkout.keys() - self._outside:
+            self._checkout = scan.checkout_packages(self.roots)  # the checkout may have gained a package
+            self._outside |= tops - self._checkout.keys()
+        for name, file in outside:
+            if name.partition(".")[0] in self._checkout:
+                self._note_copy(name, file)
 
     def _note_copy(self, name: str, file: str) -> None:
         top = name.partition(".")[0]
-        if top not in self._checkout and top not in self._outside:
-            self._checkout = scan.checkout_packages(self.roots)  # the checkout may have gained a package
-            if top not in self._checkout:
-                self._outside.add(top)
-        checkout = self._checkout.get(top)
-        if checkout is None:
-            return
+        checkout = self._checkout[top]
         copy = self._copies.get(top)
         if copy is None:
             top_file = getattr(sys.modules.get(top), "__file__", None) or file
@@ -209,17 +220,24 @@ class _Reloader:
                 if dependent not in done:
                     heapq.heappush(queue, (order.get(dependent, 0), dependent, why))
 
-    def _imports(self, rec: _Tracked, source: bytes) -> set[str]:
-        key = scan.digest(source)
+    def _imports(self, rec: _Tracked, source: bytes, key: bytes) -> set[str]:
         if rec.imports is None or rec.imports[0] != key:
             package = scan.package_of(rec.name, hasattr(rec.module, "__path__"))
-            rec.imports = (key, scan.imported_modules(source, package) & self._tracked.keys())
+            rec.imports = (key, scan.imported_modules(source, package))
         return rec.imports[1]
 
     def _order(self, pending: dict[str, bytes]) -> dict[str, int]:
         """Position of each tracked module in import order: a module comes after the project modules it imports."""
-        return scan.import_order({name: self._imports(rec, pending.get(name, rec.source))
-                                  for name, rec in self._tracked.items()})
+        tracked = self._tracked.keys()
+        graph: dict[str, frozenset[str]] = {}
+        for name, rec in self._tracked.items():
+            data = pending.get(name)
+            imports = (self._imports(rec, data, scan.digest(data)) if data is not None
+                       else self._imports(rec, rec.source, rec.digest))
+            graph[name] = frozenset(imports & tracked)
+        if graph != self._graph:  # most edits leave the imports as they were: the order is reused
+            self._graph, self._graph_order = graph, scan.import_order(graph)
+        return self._graph_order
 
     def _apply(self, rec: _Tracked, data: bytes, cause: str, report: ReloadReport) -> list[tuple[str, str]]:
         """Reload one module; returns the dependents to re-execute because values they imported changed."""
