@@ -303,8 +303,11 @@ def stage_code(root: str | os.PathLike[str], dest: str | os.PathLike[str]) -> li
     return staged
 
 
-def _response_error(response: Any, what: str) -> None:
-    """Raises KaggleApiError when a reply reports a server-side error (the CLI would still exit 0)."""
+def _response_error(response: Any, what: str, *, tolerated: Sequence[str] = ()) -> None:
+    """Raises KaggleApiError when a reply reports a server-side error (the CLI would still exit 0).
+
+    ``tolerated`` sources may be reported invalid without failing (a mirror dataset the first run creates).
+    """
     if response is None:
         raise KaggleApiError(f"{what}: the server sent no reply")
     error = getattr(response, "error", None)
@@ -314,7 +317,7 @@ def _response_error(response: Any, what: str) -> None:
         problems.append(f"status: {status}")
     for name in ("invalid_tags", "invalid_dataset_sources", "invalid_competition_sources", "invalid_kernel_sources",
                  "invalid_model_sources"):
-        bad = getattr(response, name, None)
+        bad = [b for b in getattr(response, name, None) or [] if b not in tolerated]
         if bad:
             problems.append(f"{name.replace('_', ' ')}: {', '.join(map(str, bad))}")
     if problems:
@@ -405,10 +408,10 @@ def push(
         from kaggle_kit.lint import lint_kernel_metadata
 
         findings = list(lint_kernel_metadata(
-            rendered.folder, mirroring=bool(rendered.parameters["checkpoint_dataset"]),
+            rendered.folder, mirroring=kernel == "train" and bool(rendered.parameters["checkpoint_dataset"]),
             checkpoint_dataset=rendered.parameters["checkpoint_dataset"],
         ))
-        blocking = [f for f in findings if str(getattr(f, "severity", "error")).lower() == "error"]
+        blocking = [f for f in findings if f.severity == "error"]
         for finding in findings:
             if finding not in blocking:
                 print(f"lint: {finding}")
@@ -422,7 +425,11 @@ def push(
         raise MetadataError(f"{rendered.folder / _KERNEL_METADATA}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - requests' HTTPError carries the server's message
         raise KaggleApiError(f"pushing {rendered.ref} failed: {_http_message(exc)}") from exc
-    _response_error(response, f"pushing {rendered.ref}")
+    checkpoint = rendered.parameters["checkpoint_dataset"]
+    tolerated = [checkpoint] if kernel == "train" and checkpoint else []
+    if checkpoint and checkpoint in (getattr(response, "invalid_dataset_sources", None) or []) and tolerated:
+        print(f"note: the checkpoint dataset {checkpoint} does not exist yet; the first run's mirror creates it")
+    _response_error(response, f"pushing {rendered.ref}", tolerated=tolerated)
     return {"ref": getattr(response, "ref", None) or rendered.ref, "version": getattr(response, "version_number", None),
             "url": getattr(response, "url", None), "folder": str(rendered.folder)}
 

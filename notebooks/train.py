@@ -53,17 +53,16 @@ root = find_root(_kit)
 enable_autoreload()
 print(f"project root: {root.path} ({root.reason})")
 
-# %% preflight: accelerator, device plan, session clock
-from kaggle_kit.guard.accelerator import detect_accelerator, plan_devices
+# %% preflight: root, inputs, accelerator against the plan, internet, credentials, mirror, quota
 from kaggle_kit.guard.clock import SessionClock
+from kaggle_kit.guard.preflight import run_preflight
 
-accelerator = detect_accelerator()
-plan = plan_devices(accelerator_plan, accelerator)
+preflight = run_preflight(plan=accelerator_plan, inputs=[competition], mirror_dataset=checkpoint_dataset)
+preflight.display()
+preflight.raise_if_failed()
+plan = preflight.device_plan
 clock = SessionClock.from_environment()
-print(accelerator.describe())
 print(clock.describe())
-for note in plan.notes:
-    print("note:", note)
 
 # %% config
 import dataclasses
