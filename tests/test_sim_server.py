@@ -47,6 +47,7 @@ def _ok(proc: Any) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_dataset_create_version_files_download_delete(kaggle_cli: Any, sim_server: Any, tmp_path: Path) -> None:
     slug = "cli-lifecycle"
     ds = _dataset_folder(tmp_path / "ds", slug, {"data.csv": "a,b\n1,2\n", "sub/inner.txt": "inside v1"})
@@ -81,6 +82,7 @@ def test_cli_dataset_create_version_files_download_delete(kaggle_cli: Any, sim_s
     assert "not found" in gone.stdout + gone.stderr
 
 
+@pytest.mark.slow
 def test_cli_kernels_push_status_pull_list_and_quota(kaggle_cli: Any, sim_server: Any, tmp_path: Path) -> None:
     slug = "cli-kernel-basics"
     folder = _kernel_folder(tmp_path / "k", slug, ["x = 1"], dataset_sources=[f"{SIM_USER}/does-not-exist"])
