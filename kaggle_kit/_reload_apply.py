@@ -48,7 +48,6 @@ class Outcome:
     log: patch.PatchLog = field(default_factory=patch.PatchLog)
     rebinds: dict[int, Rebind] = field(default_factory=dict)
     restart: list[str] = field(default_factory=list)
-    swapped: bool = False
 
 
 def apply_source(module: types.ModuleType, path: str, old_source: bytes, data: bytes, *,
@@ -66,7 +65,6 @@ def apply_source(module: types.ModuleType, path: str, old_source: bytes, data: b
         outcome.error, outcome.syntax_error = f"{type(exc).__name__}: {getattr(exc, 'msg', exc)} at {where}", True
         return outcome
     if old_source and not rerun and _swap_code(module, old_source, data, new_tree, code, outcome.log):
-        outcome.swapped = True
         return outcome
     old_ns = dict(module.__dict__)
     module.__dict__.clear()
