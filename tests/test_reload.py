@@ -474,7 +474,8 @@ def test_change_made_before_the_first_check_is_reloaded(tree, monkeypatch) -> No
     assert report.reloaded == ["p_late.m"] and m.f() == "pulled before the reloader looked"
 
 
-def test_enable_autoreload_outside_ipython_is_a_clear_error(tmp_path: Path) -> None:
+def test_enable_autoreload_outside_ipython_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reload_mod, "_current_shell", lambda: None)  # another test may have left a shell behind
     with pytest.raises(ReloadError, match="needs a running IPython"):
         reload_mod.enable_autoreload(roots=[tmp_path])
     with pytest.raises(ReloadError, match="is not a folder"):
