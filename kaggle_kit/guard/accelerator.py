@@ -130,7 +130,8 @@ def _simulated(value: str) -> AcceleratorInfo:
         raise ConfigError(f"{SIM_ACCELERATOR_ENV}={value!r} asks for {count} GPUs: use at least 1, or 'none'")
     name, memory = _SIM_DEVICES[device]
     names = (name,) * count
-    return AcceleratorInfo(count, names, (memory,) * count, _kind(names), "simulated", cuda_usable=_torch_cuda_count() >= count)
+    return AcceleratorInfo(count, names, (memory,) * count, _kind(names), "simulated",
+                           cuda_usable=_torch_cuda_count() >= count)
 
 
 def _torch_cuda_count() -> int:

@@ -3,7 +3,8 @@
 Kaggle kills a session at its wall-time limit (12 h) counted from the kernel's start, so the start is the kernel
 process's start time, read from ``/proc`` without psutil. The offline sandbox states both the start and the (scaled)
 limit in ``KAGGLE_KIT_SIM_SESSION_START`` and ``KAGGLE_KIT_SIM_SESSION_LIMIT_S``; those win over everything else.
-Child processes (the DDP ranks) inherit ``KAGGLE_KIT_SESSION_START`` so they count from the kernel's start, not their own.
+Child processes (the DDP ranks) inherit ``KAGGLE_KIT_SESSION_START``, so they count from the kernel's start, not
+their own.
 """
 
 from __future__ import annotations
@@ -98,5 +99,5 @@ class SessionClock:
         return self.time_left() <= margin_s
 
     def describe(self) -> str:
-        return (f"session started {self.elapsed() / 60:.1f} min ago ({self.source}), limit {self.limit_s / 3600:.2f} h, "
-                f"{self.time_left() / 60:.1f} min left")
+        return (f"session started {self.elapsed() / 60:.1f} min ago ({self.source}), "
+                f"limit {self.limit_s / 3600:.2f} h, {self.time_left() / 60:.1f} min left")
