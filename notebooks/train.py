@@ -46,7 +46,7 @@ _kit = next((p for p in _kit_candidates() if (p / "kaggle_kit" / "__init__.py").
 if _kit is not None and str(_kit) not in sys.path:
     sys.path.insert(0, str(_kit))
 
-from kaggle_kit.reload import enable_autoreload
+from kaggle_kit import enable_autoreload
 from kaggle_kit.root import find_root
 
 root = find_root(_kit)

@@ -17,7 +17,7 @@ import pytest
 
 from kaggle_kit.errors import ReloadError
 
-reload_mod = importlib.import_module("kaggle_kit.reload")
+reload_mod = importlib.import_module("kaggle_kit.hotreload")
 
 
 def put(path: Path, text: str, *, git_pull: bool = False) -> None:

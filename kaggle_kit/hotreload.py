@@ -494,14 +494,3 @@ def disable_autoreload() -> None:
         except ValueError:
             pass
     _RELOADER.shell = None
-
-
-class _CallableModule(types.ModuleType):
-    """``kaggle_kit.reload`` is both this module and its ``reload`` function; once ``import kaggle_kit.reload`` has
-    bound the module as the package attribute, calling it must still reload."""
-
-    def __call__(self, *, roots: list[str | os.PathLike[str]] | None = None, verbose: bool = True) -> ReloadReport:
-        return reload(roots=roots, verbose=verbose)
-
-
-sys.modules[__name__].__class__ = _CallableModule
