@@ -38,6 +38,8 @@ def test_two_t4_offline_run_passes_with_ddp_plan(project, monkeypatch):
     assert "alice/cmfd-data ->" in report.row("data paths").detail
     assert "10.00 h left (simulated)" in report.row("quota vs estimate").detail
     assert "2x (unverified)" in report.row("quota vs estimate").detail
+    measured = run_preflight(burn_rates={"T4x2": 1.5}, check_network=False).row("quota vs estimate")
+    assert "1.5x (unverified)" in measured.detail
     assert report.row("credentials").status == "warn"
     assert "torch" in report.row("versions").detail
     report.raise_if_failed()

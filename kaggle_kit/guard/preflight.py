@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
 from kaggle_kit.errors import KaggleKitError, PreflightError
@@ -226,9 +226,10 @@ def _mirror_row(dataset: str, creds: Any, online: bool) -> PreflightRow:
     return PreflightRow(name, "ok", f"{dataset} reachable ({status}) and owned by {username}")
 
 
-def _quota_row(quota: QuotaStatus | None, fit: FitVerdict | None, accelerator: str) -> PreflightRow:
+def _quota_row(quota: QuotaStatus | None, fit: FitVerdict | None, accelerator: str,
+               burn_rates: Mapping[str, float] | None) -> PreflightRow:
     name = "quota vs estimate"
-    rate = burn_rate(accelerator)
+    rate = burn_rate(accelerator, burn_rates)
     rate_note = f"; {accelerator} burns {rate:g}x (unverified)" if rate not in (0.0, 1.0) else ""
     if rate == 0.0:
         quota_part = "no GPU quota used on this accelerator"
@@ -291,7 +292,8 @@ def run_preflight(*, plan: str = "gpu", on_two_gpus: str = "ddp", inputs: Sequen
                   data_paths: Sequence[str | os.PathLike[str]] = (), mirror_dataset: str | None = None,
                   internet_required: bool | None = None, quota: QuotaStatus | None = None,
                   ledger_path: str | os.PathLike[str] | None = None, fit: FitVerdict | None = None,
-                  memory: BatchSizeResult | None = None, check_network: bool = True) -> PreflightReport:
+                  memory: BatchSizeResult | None = None, burn_rates: Mapping[str, float] | None = None,
+                  check_network: bool = True) -> PreflightReport:
     """Run every preflight check and collect the table; nothing here raises for a user's mistake.
 
     Args:
@@ -305,6 +307,7 @@ def run_preflight(*, plan: str = "gpu", on_two_gpus: str = "ddp", inputs: Sequen
         ledger_path: The run ledger, for the quota when the API cannot tell.
         fit: A :class:`FitVerdict` from :func:`kaggle_kit.guard.fit.check_fit`.
         memory: A :class:`BatchSizeResult` from :func:`kaggle_kit.guard.memory.find_batch_size`.
+        burn_rates: Quota seconds per wall second by accelerator, overriding the (unverified) defaults.
         check_network: Set False to skip every network check (internet, mirror, quota API).
     """
     report = PreflightReport()
@@ -341,8 +344,8 @@ def run_preflight(*, plan: str = "gpu", on_two_gpus: str = "ddp", inputs: Sequen
 
     def quota_row() -> PreflightRow:
         status = quota if quota is not None else current_quota(
-            ledger_path=ledger_path, use_api=check_network and internet.status == "ok")
-        return _quota_row(status, fit, accelerator)
+            ledger_path=ledger_path, burn_rates=burn_rates, use_api=check_network and internet.status == "ok")
+        return _quota_row(status, fit, accelerator, burn_rates)
 
     report.rows.append(_guarded("quota vs estimate", quota_row))
     report.rows.append(_memory_row(memory))
