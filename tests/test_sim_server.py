@@ -457,3 +457,13 @@ def test_serve_command_prints_url_first_serves_and_stops_on_sigterm(kaggle_isola
     assert proc.returncode == 0, err
     assert f"export HTTP_PROXY={url}" in out and "export KAGGLE_API_ENVIRONMENT=LOCALHOST" in out
     assert "ListDatasets 500" in err and key not in err
+
+
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    from kaggle_kit.errors import ConfigError
+    from kaggle_kit.sim.server import SimServer
+
+    with SimServer(tmp_path / "a", username=SIM_USER, key="k") as first:
+        port = int(first.url.rsplit(":", 1)[1])
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            SimServer(tmp_path / "b", username=SIM_USER, key="k", port=port).start()

@@ -182,7 +182,11 @@ class SimServer:
         """Bind and serve in background threads; queued kernel sessions resume."""
         if self._httpd is not None:
             return self
-        self._httpd = make_http_server(self, self._host, self._port)
+        try:
+            self._httpd = make_http_server(self, self._host, self._port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self._host}:{self._port} ({exc.strerror or exc}): pick another port, "
+                              "or 0 for a free one") from None
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="kaggle-sim-http", daemon=True)
         self._thread.start()
         self._recover_sessions()
