@@ -114,6 +114,7 @@ from kaggle_kit.training import train_with_plan
 result = train_with_plan(
     plan, model=model, dataset=train_set, loss_fn=loss_fn, config=train_cfg, evaluate=evaluate,
     checkpointer=make_checkpointer if plan.distributed else checkpointer, clock=clock, output_dir=working_dir(),
+    plot=False,
 )
 print(f"{result.status}: step {result.step}, {result.steps_this_session} steps this session, best {result.best}")
 

@@ -171,6 +171,12 @@ def test_publish_push_and_run_both_notebooks_in_the_sandbox(tmp_path, sim_server
     assert [r["epoch"] for r in history["history"]] == [1]
     assert any(p.name.endswith(".manifest.json") for p in outputs)
 
+    from kaggle_kit.cli import main
+
+    assert main(["status", "alice/cmfd-train"]) == 0
+    assert main(["output", "train", "--root", str(root), "--dest", str(tmp_path / "cli-out")]) == 0
+    assert (tmp_path / "cli-out" / "history.json").is_file()
+
     result = push(root, "infer", options)
     assert result["ref"] == "alice/cmfd-train-infer"
     status = _wait("alice/cmfd-train-infer")
