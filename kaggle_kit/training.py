@@ -485,6 +485,8 @@ def train(
     model.to(device)
     cuda = device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision) if cuda else None
+    if main and not cuda and config.precision != "fp32":
+        print(f"note: precision {config.precision} is for CUDA; training in fp32 on {device}", flush=True)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
     optimizer = optimizer_factory(model) if optimizer_factory else make_optimizer(model, config)
     scheduler = (
@@ -532,19 +534,30 @@ def train(
         # Rank 0's generator states travel in the checkpoint; the other ranks draw their own dropout streams.
         torch.manual_seed(mix_seed(config.seed, rank, state.step))
 
-    def checkpoint_kwargs() -> dict[str, Any]:
-        return dict(
+    session_start = time.time()
+    last_saved: dict[str, float | int | None] = {"step": None, "time": None}
+
+    def save_checkpoint(*, force: bool, metrics: Mapping[str, float] | None = None) -> None:
+        """Rank 0: save now (``force``) or when the Checkpointer's cadence says so."""
+        if checkpointer is None or not main:
+            return
+        kwargs = dict(
             step=state.step, epoch=state.epoch, model=model, optimizer=optimizer, scheduler=scheduler,
             scaler=scaler if scaler.is_enabled() else None, **state.checkpoint_parts(),
         )
+        info = checkpointer.save(**kwargs, metrics=dict(metrics or {})) if force else checkpointer.maybe_save(**kwargs)
+        if info is not None:
+            last_saved.update(step=state.step, time=time.time())
 
     def write_progress(status: str) -> None:
+        # Read by the rehearsal and by people: where the run is, and what a kill now would lose.
         if out is not None:
             _atomic_json(out / PROGRESS_FILE, {
                 "status": status, "step": state.step, "epoch": state.epoch, "position": state.position,
                 "micro_batches_per_epoch": num_micro, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                 "resumed_from_step": resumed_from, "steps_this_session": state.step - (resumed_from or 0),
-                "time": time.time(),
+                "session_start_time": session_start, "time": time.time(),
+                "last_checkpoint_step": last_saved["step"], "last_checkpoint_time": last_saved["time"],
             })
 
     def write_history() -> None:
@@ -565,8 +578,8 @@ def train(
                 train_model=train_model, model=model, dataset=dataset, loss_fn=loss_fn, config=config,
                 state=state, num_micro=num_micro, steps_per_epoch=steps_per_epoch, rank=rank, world=world,
                 device=device, optimizer=optimizer, scheduler=None if plateau else scheduler, scaler=scaler,
-                autocast=autocast, collate_fn=collate_fn, clock=clock, checkpointer=checkpointer if main else None,
-                checkpoint_kwargs=checkpoint_kwargs, write_progress=write_progress, progress=progress and main,
+                autocast=autocast, collate_fn=collate_fn, clock=clock, save_checkpoint=save_checkpoint,
+                write_progress=write_progress, progress=progress and main,
             )
             if stopped:
                 status = "stopped"
@@ -589,13 +602,12 @@ def train(
         if main:
             print(_epoch_line(record, config.epochs), flush=True)
             write_history()
+        save_checkpoint(force=True, metrics=metrics)
+        if main:
             write_progress("running")
-            if checkpointer is not None:
-                checkpointer.save(**checkpoint_kwargs(), metrics={k: float(v) for k, v in metrics.items()})
     if status == "stopped" and main:
         time_left = clock.time_left()
-        if checkpointer is not None:
-            checkpointer.save(**checkpoint_kwargs())
+        save_checkpoint(force=True)
         write_history()
     if main and checkpointer is not None:
         checkpointer.flush(timeout=max(30.0, clock.time_left() - 30.0))
@@ -692,8 +704,7 @@ def _run_epoch_steps(
     autocast: Callable[[], Any],
     collate_fn: Callable[[list[Any]], Any] | None,
     clock: _Clock,
-    checkpointer: Any | None,
-    checkpoint_kwargs: Callable[[], dict[str, Any]],
+    save_checkpoint: Callable[..., None],
     write_progress: Callable[[str], None],
     progress: bool,
 ) -> bool:
@@ -764,11 +775,10 @@ def _run_epoch_steps(
             if bar is not None:
                 bar.set_postfix_str(f"loss {state.loss_sum / state.loss_count:.4f}")
                 bar.update(1)
-            write_progress("running")
             if stop:
                 return True
-            if checkpointer is not None:
-                checkpointer.maybe_save(**checkpoint_kwargs())
+            save_checkpoint(force=False)
+            write_progress("running")
     finally:
         if bar is not None:
             bar.close()

@@ -92,7 +92,7 @@ def test_deadline_stop_saves_and_resume_is_bit_identical(tmp_path, uninterrupted
     assert stopped.status == "stopped" and stopped.step == stop_after
     assert [c.step for c in Checkpointer(tmp_path / "ckpt").checkpoints()][0] == stop_after
     progress = json.loads((tmp_path / "out" / PROGRESS_FILE).read_text())
-    assert progress["status"] == "stopped" and progress["step"] == stop_after
+    assert progress["status"] == "stopped" and progress["step"] == progress["last_checkpoint_step"] == stop_after
 
     # Another initialisation and another global random state: only the checkpoint can make them match.
     torch.manual_seed(99)
@@ -116,8 +116,10 @@ def test_killed_run_resumes_from_last_periodic_checkpoint(tmp_path, uninterrupte
     ckpt = Checkpointer(tmp_path / "ckpt", every_seconds=1e-9, monitor="score", mode="max")
     with pytest.raises(KeyboardInterrupt):
         train(make_model(), NoisyRegression(), dies_at_batch_19, CONFIG, evaluate=first_feature_error,
-              checkpointer=ckpt, clock=StopAfter(None), progress=False)
+              checkpointer=ckpt, clock=StopAfter(None), output_dir=tmp_path / "out", progress=False)
     assert Checkpointer(tmp_path / "ckpt").checkpoints()[0].step == 9  # 18 micro-batches = 9 steps completed
+    progress = json.loads((tmp_path / "out" / PROGRESS_FILE).read_text())
+    assert (progress["status"], progress["step"], progress["last_checkpoint_step"]) == ("running", 9, 9)
 
     model, resumed = run(tmp_path, seed=3)
     assert resumed.resumed_from_step == 9
@@ -205,3 +207,19 @@ def test_ddp_on_two_cpu_ranks_matches_one_process(tmp_path, monkeypatch):
     for key, value in results["single"][0].items():
         torch.testing.assert_close(results["ddp"][0][key], value, rtol=1e-5, atol=1e-6)
     assert results["ddp"][1] == pytest.approx(results["single"][1], rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_on_cuda_trains_and_resumes(tmp_path, precision):
+    cfg = TrainConfig(epochs=2, batch_size=4, grad_accum_steps=2, precision=precision, lr=0.01)
+    model = make_model()
+    ckpt = Checkpointer(tmp_path / "ckpt", every_minutes=60)
+    stopped = train(model, NoisyRegression(), mse, cfg, checkpointer=ckpt, clock=StopAfter(3), progress=False)
+    assert stopped.status == "stopped" and next(model.parameters()).is_cuda
+    saved = json.loads(next((tmp_path / "ckpt").glob("step-*[0-9].json")).read_text())
+    assert (saved["scaler"] is not None) == (precision == "fp16")  # GradScaler only for fp16
+    resumed = train(make_model(seed=4), NoisyRegression(), mse, cfg, checkpointer=Checkpointer(tmp_path / "ckpt"),
+                    clock=StopAfter(None), progress=False)
+    assert resumed.resumed_from_step == 3 and resumed.step == 10
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in resumed.history)
