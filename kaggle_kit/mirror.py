@@ -498,7 +498,7 @@ class DatasetMirror:
 
     def _stage(self, job: _Job, folder: Path) -> tuple[dict[str, int], str | None]:
         """Assemble one version's files; returns {name: bytes} of what will be sent, and the best's name."""
-        from kaggle_kit.checkpoint import _refuse_credentials_in, copy_checkpoint, verify_checkpoint
+        from kaggle_kit.checkpoint import refuse_credentials_in, copy_checkpoint, verify_files
 
         folder.mkdir(parents=True, exist_ok=True)
         items = [job.latest] + ([job.best] if job.best is not None and job.best.name != job.latest.name else [])
@@ -506,7 +506,7 @@ class DatasetMirror:
             copy_checkpoint(item, folder)
             try:
                 # The staged copies must match their manifest: a checkpoint replaced meanwhile is not sent half-old.
-                verify_checkpoint(folder / item.manifest_path.name)
+                verify_files(folder / item.manifest_path.name)
             except Exception as exc:  # noqa: BLE001 - a newer checkpoint will come
                 raise _Retry(f"staged {item.name} does not verify ({exc})") from exc
         pointer = {
@@ -529,7 +529,7 @@ class DatasetMirror:
             "description": "Training checkpoints mirrored by kaggle-kit (latest.json names the newest and the best).",
         }
         (folder / _METADATA_FILE).write_text(json.dumps(metadata, indent=1))
-        _refuse_credentials_in(folder)
+        refuse_credentials_in(folder)
         sent = {p.name: p.stat().st_size for p in folder.iterdir() if p.name != _METADATA_FILE}
         return sent, pointer["best"]
 
