@@ -91,6 +91,7 @@ class RenderedKernel:
     notebook: Path
     metadata: dict[str, Any]
     parameters: dict[str, Any]
+    warnings: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -254,7 +255,29 @@ def render(
     target = folder / meta["code_file"]
     nbformat.write(notebook, target)
     (folder / _KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
-    return RenderedKernel(kernel=kernel, folder=folder, notebook=target, metadata=meta, parameters=parameters)
+    warnings = _root_drift(root, meta, target) if kernel == "train" else ()
+    return RenderedKernel(kernel=kernel, folder=folder, notebook=target, metadata=meta, parameters=parameters,
+                          warnings=warnings)
+
+
+def _root_drift(root: Path, rendered: dict[str, Any], notebook: Path) -> tuple[str, ...]:
+    """How the root kernel-metadata.json, which a plain ``kaggle kernels push -p .`` uses, differs from the render."""
+    meta = _read_json(root / _KERNEL_METADATA, "the training kernel's kernel-metadata.json")
+    where = root / _KERNEL_METADATA
+    found: list[str] = []
+    code_file = meta.get("code_file")
+    if not code_file or (root / str(code_file)).resolve() != notebook.resolve():
+        found.append(f"{where}: code_file is {code_file!r}, so 'kaggle kernels push -p .' would not push the rendered "
+                     f"notebook; set it to {notebook.relative_to(root).as_posix()!r}")
+    for name in ("dataset_sources", "competition_sources", "model_sources"):
+        missing = [s for s in rendered.get(name, []) if s not in (meta.get(name) or [])]
+        if missing:
+            found.append(f"{where}: {name} lacks {', '.join(missing)}; add them so 'kaggle kernels push -p .' "
+                         "attaches what the notebook reads")
+    for name in ("enable_internet", "enable_gpu", "machine_shape"):
+        if name in rendered and meta.get(name) != rendered[name]:
+            found.append(f"{where}: {name} is {meta.get(name)!r} but the render uses {rendered[name]!r}")
+    return tuple(found)
 
 
 def _is_secret(path: Path) -> bool:
@@ -507,6 +530,8 @@ def _render_command(args: argparse.Namespace) -> int:
     for kernel in kernels:
         rendered = render(root, kernel, _options(args))
         print(f"{kernel}: {rendered.notebook} ({rendered.ref}); push with: kaggle kernels push -p {rendered.folder}")
+        for warning in rendered.warnings:
+            print(f"warning: {warning}")
     return 0
 
 

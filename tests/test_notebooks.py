@@ -84,6 +84,11 @@ def test_root_metadata_names_the_rendered_training_notebook(tmp_path):
     root = make_project(tmp_path / "proj")
     rendered = render(root, "train", RenderOptions(config="tiny"))
     assert (root / root_meta["code_file"]).resolve() == rendered.notebook.resolve()
+    assert rendered.warnings == ()
+    drifted = render(root, "train", RenderOptions(config="tiny", checkpoint_dataset="alice/other-ckpt",
+                                                  accelerator="cpu"))
+    assert any("dataset_sources lacks alice/other-ckpt" in w for w in drifted.warnings)
+    assert any("enable_gpu is True but the render uses False" in w for w in drifted.warnings)
 
 
 def test_render_refuses_bad_input(tmp_path):
