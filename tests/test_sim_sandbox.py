@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -158,7 +159,8 @@ def _facts(result: SessionResult) -> dict:
 
 @pytest.fixture(autouse=False)
 def needs_namespaces() -> None:
-    problem = namespace_problem()
+    problem = "KAGGLE_KIT_SIM_ISOLATION=env" if os.environ.get("KAGGLE_KIT_SIM_ISOLATION") == "env" else None
+    problem = problem or namespace_problem()
     if problem:
         pytest.skip(f"no namespaces here: {problem}")
 
@@ -192,7 +194,7 @@ def test_internet_off_cannot_reach_the_host(offline: tuple[SessionResult, Path],
     assert facts["env"]["KAGGLE_KIT_API_ENDPOINT"] is None
 
 
-def test_kernel_sees_kaggle_and_sim_variables_but_no_host_credentials(offline: tuple[SessionResult, Path]) -> None:
+def test_kernel_sees_kaggle_and_sim_variables_but_no_host_credentials(offline: tuple[SessionResult, Path], needs_namespaces: None) -> None:
     result, _ = offline
     env = _facts(result)["env"]
     assert env["KAGGLE_KIT_SIM_ACCELERATOR"] == "T4x2"
@@ -204,7 +206,7 @@ def test_kernel_sees_kaggle_and_sim_variables_but_no_host_credentials(offline: t
     assert env["KAGGLE_KEY"] is None and env["KAGGLE_USERNAME"] is None
 
 
-def test_secrets_only_through_the_stand_in(offline: tuple[SessionResult, Path]) -> None:
+def test_secrets_only_through_the_stand_in(offline: tuple[SessionResult, Path], needs_namespaces: None) -> None:
     result, _ = offline
     facts = _facts(result)
     assert facts["secret_sha"] == hashlib.sha256(SECRET.encode()).hexdigest()
@@ -221,7 +223,7 @@ def test_secrets_only_through_the_stand_in(offline: tuple[SessionResult, Path]) 
                 assert HOST_KEY.encode() not in content, path
 
 
-def test_batch_output_is_kept_and_the_tree_removed(offline: tuple[SessionResult, Path]) -> None:
+def test_batch_output_is_kept_and_the_tree_removed(offline: tuple[SessionResult, Path], needs_namespaces: None) -> None:
     result, _ = offline
     facts = _facts(result)
     assert result.output_dir is not None and result.output_dir.parent.name == "outputs"
@@ -239,7 +241,7 @@ def test_interactive_session_with_internet_loses_its_working_folder(tmp_path: Pa
     cells = (
         "import json, os\nFACTS = {}",
         _PROBE_SOCKET,
-        "open('/kaggle/working/model.bin', 'wb').write(b'weights')\n"
+        "open(os.environ.get('KAGGLE_KIT_KAGGLE_ROOT', '/kaggle') + '/working/model.bin', 'wb').write(b'w')\n"
         "FACTS['endpoint'] = os.environ.get('KAGGLE_KIT_API_ENDPOINT')\n"
         "FACTS['proxy'] = os.environ.get('HTTP_PROXY')\n"
         "FACTS['run_type'] = os.environ['KAGGLE_KERNEL_RUN_TYPE']\n"
@@ -266,14 +268,15 @@ def test_interactive_session_with_internet_loses_its_working_folder(tmp_path: Pa
 _KILL_CELLS = (
     # No warning before the kill: a SIGTERM handler would leave this file behind.
     "import os, signal, subprocess, sys, time\n"
-    "signal.signal(signal.SIGTERM, lambda *a: open('/kaggle/working/got_sigterm', 'w').close())\n"
-    "writer = \"import time\\nwhile True:\\n    open('/kaggle/working/tick_%d' % time.time_ns(), 'w').close()\\n"
-    "    time.sleep(0.02)\"\n"
+    "W = os.environ.get('KAGGLE_KIT_KAGGLE_ROOT', '/kaggle') + '/working'\n"
+    "signal.signal(signal.SIGTERM, lambda *a: open(W + '/got_sigterm', 'w').close())\n"
+    "writer = \"import time\\nwhile True:\\n    open(%r + '/tick_%%d' %% time.time_ns(), 'w').close()\\n"
+    "    time.sleep(0.02)\" % W\n"
     "plain = subprocess.Popen([sys.executable, '-c', writer])\n"
     "detached = subprocess.Popen([sys.executable, '-c', writer.replace('tick_', 'dtick_')], start_new_session=True)\n"
-    "open('/kaggle/working/pids', 'w').write(f'{os.getpid()} {plain.pid} {detached.pid}')",
+    "open(W + '/pids', 'w').write(f'{os.getpid()} {plain.pid} {detached.pid}')",
     "while True:\n    time.sleep(0.05)",
-    "open('/kaggle/working/after.txt', 'w').close()",
+    "open(W + '/after.txt', 'w').close()",
 )
 
 
@@ -345,7 +348,8 @@ def test_cell_error_and_env_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_cli_runs_a_jupytext_script_with_inputs_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            needs_namespaces: None) -> None:
     comp = tmp_path / "tiny-comp"
     comp.mkdir()
     (comp / "sample_submission.csv").write_text("id,label\n")

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
@@ -144,23 +144,29 @@ def session_namespace(pid: int) -> str | None:
     return None if ns is None or ns == _mount_ns("self") else ns
 
 
+def _signal(pids: Iterable[int], sig: signal.Signals) -> None:
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 5.0) -> list[int]:
-    """SIGKILL the kernel's process group, then every process of the session, and wait until all are dead.
+    """SIGKILL every process of the kernel's session at once, and wait until all are dead.
 
     The session is the kernel's process group, its descendants (including any that started a session of their own),
     and, when the kernel runs in its own mount namespace, every process in that namespace (which catches daemons that
-    double-forked away); ``namespace`` is that namespace when known, read from the kernel otherwise. Returns the
+    double-forked away); ``namespace`` is that namespace when known, read from the kernel otherwise. Everything is
+    first frozen with SIGSTOP (neither catchable nor a warning): a stopped process cannot fork, and its children keep
+    their parent link, so the whole tree is found before anything dies and an orphan cannot slip away. Returns the
     pids still alive at the deadline (normally none).
     """
     session_ns = namespace or session_namespace(pid)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # the launcher gave the kernel a session of its own, so pgid == pid
-    except (ProcessLookupError, PermissionError):
-        pass
     me = os.getpid()
     family = {pid}
-    stop = time.monotonic() + deadline_s
-    while True:
+
+    def members() -> set[int]:
         table = _proc_table()
         grew = True
         while grew:  # descendants, remembered across rounds since an orphan loses its parent link
@@ -169,20 +175,36 @@ def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 
                 if ppid in family and p not in family:
                     family.add(p)
                     grew = True
-        alive = [
+        return {
             p
             for p, (state, _ppid, pgid) in table.items()
             if p != me
             and state not in ("Z", "X")
             and (p in family or pgid == pid or (session_ns is not None and _mount_ns(p) == session_ns))
-        ]
+        }
+
+    try:
+        os.killpg(pid, signal.SIGSTOP)  # the launcher gave the kernel a session of its own, so pgid == pid
+    except (ProcessLookupError, PermissionError):
+        pass
+    stop = time.monotonic() + deadline_s
+    frozen: set[int] = set()
+    while time.monotonic() < stop:
+        fresh = members() - frozen
+        if not fresh:
+            break
+        _signal(fresh, signal.SIGSTOP)
+        frozen |= fresh
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _signal(frozen, signal.SIGKILL)
+    while True:
+        alive = members()
         if not alive or time.monotonic() > stop:
-            return alive
-        for p in alive:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            return sorted(alive)
+        _signal(alive, signal.SIGKILL)
         time.sleep(0.01)
 
 
