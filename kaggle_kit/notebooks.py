@@ -498,12 +498,27 @@ def _find_project_root(arg: str | None) -> Path:
     return Path(arg) if arg else find_root().path
 
 
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    import ast
+
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise MetadataError(f"--param {item!r}: write NAME=VALUE, e.g. --param checkpoint_every_minutes=5")
+        try:
+            params[name.strip()] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            params[name.strip()] = raw  # a bare word is a string
+    return params
+
+
 def _options(args: argparse.Namespace) -> RenderOptions:
     return RenderOptions(
         config=args.config, overrides=tuple(args.set or ()), competition=args.competition,
         code_dataset=args.code_dataset, checkpoint_dataset=args.checkpoint_dataset, datasets=tuple(args.dataset or ()),
         models=tuple(args.model) if args.model else None, accelerator=args.accelerator,
-        machine_shape=args.machine_shape, infer_id=args.infer_id,
+        machine_shape=args.machine_shape, infer_id=args.infer_id, extra=_parse_params(args.param or ()),
     )
 
 
@@ -522,6 +537,8 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerator", default="auto", choices=("auto", "gpu", "cpu"), help="device plan")
     parser.add_argument("--machine-shape", help="kernel machine_shape, e.g. NvidiaTeslaT4")
     parser.add_argument("--infer-id", help="inference kernel owner/slug (default: <owner>/<kernel>-infer)")
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="another notebook parameter as a "
+                        "Python literal, e.g. checkpoint_every_minutes=5 or train_options={'num_workers':2}")
 
 
 def _render_command(args: argparse.Namespace) -> int:

@@ -190,3 +190,16 @@ def test_publish_push_and_run_both_notebooks_in_the_sandbox(tmp_path, sim_server
     assert status["status"] == "COMPLETE", log[-3000:]
     score = score_files(solution_path(competition), tmp_path / "infer-out" / "submission.csv")
     assert 0.0 <= score <= 1.0
+
+
+def test_render_command_takes_extra_parameters(tmp_path, capsys):
+    from kaggle_kit.cli import main
+
+    root = make_project(tmp_path / "proj")
+    assert main(["render", "train", "--root", str(root), "--config", "tiny", "--set", "train.epochs=2",
+                 "--param", "checkpoint_every_minutes=0.5", "--param", "train_options={'deadline_margin_s': 0}"]) == 0
+    params = injected(root / BUILD_DIR / "train" / "train.ipynb")
+    assert params["checkpoint_every_minutes"] == 0.5 and params["train_options"] == {"deadline_margin_s": 0}
+    assert params["overrides"] == ["train.epochs=2"]
+    assert main(["render", "train", "--root", str(root), "--param", "no-equals"]) == 2
+    assert "write NAME=VALUE" in capsys.readouterr().err
