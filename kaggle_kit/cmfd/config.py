@@ -51,6 +51,8 @@ class CorrelationConfig:
     top_k: int = 5
     exclude_radius: int = 1
     chunk: int = 256
+    # Subtract each image's mean descriptor before the cosine, so the similarity measures content, not the shared bias.
+    center: bool = True
 
 
 @dataclass
@@ -59,6 +61,10 @@ class DecoderConfig:
 
     channels: int = 96
     stride: int = 4
+    # Matches kept by the fine self-correlation of the decoder's stem features (0 turns it off).
+    fine_top_k: int = 3
+    # In stem cells; copies closer than this to their source are not looked for at the fine level.
+    fine_exclude_radius: int = 2
 
 
 @dataclass
