@@ -56,12 +56,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from kaggle_kit.config import config_hash, config_to_dict
 from kaggle_kit.errors import CheckpointError, ConfigError, CredentialError
 
 if TYPE_CHECKING:
+    import torch
+
     from kaggle_kit.mirror import DatasetMirror
 
 __all__ = ["CheckpointInfo", "Checkpointer", "Restored", "verify_checkpoint", "verify_files"]
@@ -214,6 +215,8 @@ def _to_jsonable_config(config: Any) -> dict[str, Any] | None:
 
 
 def _versions() -> dict[str, str]:
+    import torch
+
     from importlib import metadata
 
     found = {"torch": torch.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
@@ -227,6 +230,8 @@ def _versions() -> dict[str, str]:
 
 def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Turn ``obj`` into JSON-able data, moving every tensor into ``tensors`` under its path."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         tensors[path] = obj.detach().cpu()
         return {"__tensor__": path}
@@ -280,6 +285,8 @@ def _freeze(key: Any) -> Any:
 
 
 def _rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    import torch
+
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors["rng/torch"] = torch.get_rng_state()
@@ -303,6 +310,8 @@ def _rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _set_rng_state(state: Mapping[str, Any], where: str) -> None:
+    import torch
+
     try:
         version, internal, gauss = state["python"]
         random.setstate((int(version), tuple(int(x) for x in internal), gauss))
@@ -335,6 +344,8 @@ def _set_rng_state(state: Mapping[str, Any], where: str) -> None:
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module whose state dict keys carry no DataParallel/DDP/compile prefix."""
+    import torch
+
     inner = getattr(model, "_orig_mod", model)
     if isinstance(inner, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         inner = inner.module
@@ -342,6 +353,8 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _shapes(state_dict: Mapping[str, Any]) -> dict[str, list[int]]:
+    import torch
+
     return {k: list(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
 
 
@@ -408,6 +421,8 @@ def _read_verified(path: Path, entry: Mapping[str, Any]) -> bytes:
 
 def _load_verified(info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read, verify against the manifest and parse a checkpoint without unpickling anything."""
+    import torch
+
     files = info.manifest["files"]
     state_bytes = _read_verified(info.state_path, files[info.state_path.name])
     tensor_bytes = _read_verified(info.tensor_path, files[info.tensor_path.name])
@@ -654,6 +669,8 @@ class Checkpointer:
         extra: dict[str, Any],
         data_state: dict[str, Any],
     ) -> CheckpointInfo:
+        import torch
+
         name = checkpoint_name(step)
         tensors: dict[str, torch.Tensor] = {}
         model_sd = _unwrap(model).state_dict() if model is not None else None

@@ -9,9 +9,11 @@ mirror creates carries exactly what a resume needs, in a handful of flat files:
   visible only once all its files are in, so the pointer never names a file that is not there);
 * ``ledger.json``, the run's history: one record per session (start, end, run type, accelerator, steps).
 
-Uploads run in one daemon thread through the kaggle Python API (never the CLI), from a staging folder under the
-temp folder (never the working folder, so nothing staged becomes notebook output; the generated
-``dataset-metadata.json`` holds no credentials). A newer checkpoint submitted while another waits replaces it
+Uploads run in a child process (``python -m kaggle_kit.mirror``, so the training loop never competes with HTTP
+work for the GIL) through the kaggle Python API (never the CLI). The credentials reach it over a pipe, never argv,
+the environment or a file; it dies with its parent. It stages each version in a folder under the temp folder (never
+the working folder, so nothing staged becomes notebook output; the generated ``dataset-metadata.json`` holds no
+credentials). A newer checkpoint submitted while another waits replaces it
 (coalescing). Calls are retried with backoff on 429 (honouring Retry-After), 5xx and dropped connections, and a 403
 "still processing" waits for the previous version. After each upload the version is verified: status ready, files
 and sizes as sent. Only then does the Checkpointer delete local checkpoints the dataset now covers.
@@ -31,14 +33,17 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,13 +80,6 @@ class Confirmed:
     latest_step: int
     latest_name: str
     best_name: str | None
-
-
-@dataclasses.dataclass
-class _Job:
-    latest: CheckpointInfo
-    best: CheckpointInfo | None
-    submitted: float
 
 
 class _Stopped(Exception):
@@ -152,8 +150,384 @@ def _accelerator() -> str:
         return "unknown"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """What the uploader process needs besides the credentials (sent to it as JSON)."""
+
+    handle: str
+    title: str
+    staging_root: str
+    verify_timeout_s: float
+    poll_interval_s: float
+    backoff_s: float
+    max_backoff_s: float
+    max_attempts: int
+    run_type: str | None
+    accelerator: str
+
+
+class _Retrying:
+    """Kaggle API calls with the mirror's retry policy."""
+
+    def __init__(self, settings: _Settings, credentials: Credentials | None) -> None:
+        self.settings = settings
+        self.handle = settings.handle
+        self.owner, self.slug = settings.handle.split("/")
+        self.credentials = credentials
+        self.retries = 0
+        self.stop = threading.Event()
+
+    def api(self) -> Any:
+        from kaggle_kit.kaggle_api import make_api
+
+        return make_api(self.credentials)
+
+    def wait(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise _Stopped
+
+    def backoff(self, attempt: int) -> float:
+        delay = min(self.settings.max_backoff_s, self.settings.backoff_s * (2**attempt))
+        return delay * (0.75 + 0.5 * random.random())
+
+    def call(self, what: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
+        """Call the API, retrying what is transient; raise MirrorError for what is not."""
+        attempt = 0
+        limit = attempts or self.settings.max_attempts
+        processing_deadline = time.monotonic() + self.settings.verify_timeout_s
+        while True:
+            try:
+                return fn()
+            except _Stopped:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below; unknown failures are not retried
+                status = _status_of(exc)
+                if status == 403 and "processing" in _body_of(exc).lower() and time.monotonic() < processing_deadline:
+                    # The previous version is still being processed: wait for it instead of failing.
+                    self.wait(self.settings.poll_interval_s)
+                    continue
+                if status == 429:
+                    delay = _retry_after(exc)
+                    delay = self.backoff(attempt) if delay is None else delay
+                elif (status is not None and status >= 500) or _is_connection_error(exc) or _is_upload_failure(exc):
+                    delay = self.backoff(attempt)
+                elif status == 401:
+                    raise MirrorError(
+                        f"{what}: the Kaggle API refused the credentials (401); check KAGGLE_USERNAME/KAGGLE_KEY "
+                        "or the Secrets"
+                    ) from exc
+                else:
+                    detail = _body_of(exc) or str(exc)
+                    raise MirrorError(f"{what} failed ({status or type(exc).__name__}): {detail}") from exc
+                attempt += 1
+                if attempt >= limit:
+                    raise MirrorError(f"{what} still failing after {attempt} attempts: {exc}") from exc
+                self.retries += 1
+                self.wait(delay)
+
+    def quiet_call(self, what: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
+        """``call`` without the client's "Dataset URL" line on stdout."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            return self.call(what, fn, attempts=attempts)
+
+    def get_dataset(self, api: Any, *, attempts: int | None = None) -> Any:
+        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
+
+        def call() -> Any:
+            request = ApiGetDatasetRequest()
+            request.owner_slug, request.dataset_slug = self.owner, self.slug
+            with api.build_kaggle_client() as kaggle:
+                return kaggle.datasets.dataset_api_client.get_dataset(request)
+
+        return self.call(f"reading {self.handle}", call, attempts=attempts)
+
+
+class _Uploader(_Retrying):
+    """The uploader process's work: one upload at a time, the newest job waiting, results sent to the parent."""
+
+    def __init__(self, settings: _Settings, credentials: Credentials, send: Callable[..., None]) -> None:
+        super().__init__(settings, credentials)
+        self.send = send
+        self.staging_root = Path(settings.staging_root)
+        self.uploads = 0
+        self._cond = threading.Condition()
+        self._pending: dict[str, Any] | None = None
+        self._exists: bool | None = None
+        self._ledger_sessions: list[dict[str, Any]] | None = None
+        self._session: dict[str, Any] = {
+            "id": uuid.uuid4().hex[:12],
+            "started": _now_iso(),
+            "ended": _now_iso(),
+            "run_type": settings.run_type,
+            "accelerator": settings.accelerator,
+            "first_step": None,
+            "last_step": None,
+            "versions": 0,
+        }
+
+    def submit(self, job: dict[str, Any]) -> None:
+        with self._cond:
+            if self._pending is not None:
+                self.send("skipped", self._pending["latest"])
+            self._pending = job
+            self._cond.notify_all()
+
+    def seed_ledger(self, sessions: list[dict[str, Any]]) -> None:
+        with self._cond:
+            if self._ledger_sessions is None:
+                self._ledger_sessions = sessions
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self.stop.is_set():
+                    self._cond.wait()
+                if self.stop.is_set():
+                    return
+                job, self._pending = self._pending, None
+            self.send("started", job["latest"])
+            try:
+                confirmed = self._upload(job)
+            except _Stopped:
+                return
+            except Exception as exc:  # noqa: BLE001 - the process must survive to upload the next checkpoint
+                self.send("failed", job["latest"], f"mirroring {Path(job['latest']).name} to {self.handle} "
+                          f"failed: {exc}", self.retries)
+                continue
+            self.uploads += 1
+            self.send("done", dataclasses.asdict(confirmed), self._ledger_sessions or [], self.retries)
+
+    def _upload(self, job: dict[str, Any]) -> Confirmed:
+        from kaggle_kit.checkpoint import _info_from_manifest
+
+        latest = _info_from_manifest(Path(job["latest"]), "local")
+        best = _info_from_manifest(Path(job["best"]), "local") if job.get("best") else None
+        if self._session["first_step"] is None:
+            self._session["first_step"] = latest.step
+        attempt = 0
+        while True:
+            try:
+                return self._upload_once(latest, best)
+            except _Retry as exc:
+                attempt += 1
+                if attempt >= self.settings.max_attempts:
+                    raise MirrorError(f"{exc} (gave up after {attempt} attempts)") from exc
+                self.retries += 1
+                self.wait(self.backoff(attempt))
+
+    def _upload_once(self, latest: CheckpointInfo, best: CheckpointInfo | None) -> Confirmed:
+        api = self.api()
+        folder = self.staging_root / f"v-{latest.name}-{uuid.uuid4().hex[:6]}"
+        try:
+            sent, best_name = self._stage(latest, best, folder)
+            if self._exists is None:
+                self._exists = self._dataset_exists(api)
+            if self._ledger_sessions is None:
+                self._seed_ledger_from_dataset(api)
+            self._write_ledger(folder, latest.step)
+            sent[LEDGER_FILE] = (folder / LEDGER_FILE).stat().st_size
+            previous = self._current_version(api) if self._exists else 0
+            if not self._exists:
+                response = self.call(
+                    f"creating dataset {self.handle}",
+                    lambda: api.dataset_create_new(str(folder), public=False, quiet=True, convert_to_csv=False),
+                )
+                error = getattr(response, "error", None)
+                if error and "already in use" in str(error):
+                    self._exists = True
+                    previous = self._current_version(api)
+                elif error:
+                    raise MirrorError(f"creating dataset {self.handle} was refused: {error}")
+                else:
+                    self._exists = True
+            if previous:
+                notes = _version_notes(latest)
+                response = self.call(
+                    f"adding a version to {self.handle}",
+                    lambda: api.dataset_create_version(
+                        str(folder), notes, quiet=True, convert_to_csv=False, delete_old_versions=False
+                    ),
+                )
+                error = getattr(response, "error", None)
+                if error:
+                    raise MirrorError(f"the new version of {self.handle} was refused: {error}")
+            version = self._verify(api, previous, sent)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return Confirmed(version, latest.step, latest.name, best_name)
+
+    def _stage(
+        self, latest: CheckpointInfo, best: CheckpointInfo | None, folder: Path
+    ) -> tuple[dict[str, int], str | None]:
+        """Assemble one version's files; returns {name: bytes} of what will be sent, and the best's name."""
+        from kaggle_kit.checkpoint import copy_checkpoint, refuse_credentials_in, verify_files
+
+        folder.mkdir(parents=True, exist_ok=True)
+        items = [latest] + ([best] if best is not None and best.name != latest.name else [])
+        for item in items:
+            copy_checkpoint(item, folder)
+            try:
+                # The staged copies must match their manifest: a checkpoint replaced meanwhile is not sent half-old.
+                verify_files(folder / item.manifest_path.name)
+            except Exception as exc:  # noqa: BLE001 - try again; a newer checkpoint may replace this job
+                raise _Retry(f"staged {item.name} does not verify ({exc})") from exc
+        pointer = {
+            "format": "kaggle-kit-pointer/1",
+            "dataset": self.handle,
+            "latest": latest.name,
+            "best": latest.best_name if latest.best_name in {i.name for i in items} else None,
+            "step": latest.step,
+            "epoch": latest.epoch,
+            "monitor": latest.manifest.get("monitor"),
+            "metric": latest.metric,
+            "files": {i.name: i.manifest["files"] for i in items},
+            "uploaded": _now_iso(),
+        }
+        (folder / POINTER_FILE).write_text(json.dumps(pointer, indent=1))
+        metadata = {
+            "id": self.handle,
+            "title": self.settings.title,
+            "licenses": [{"name": "unknown"}],
+            "description": "Training checkpoints mirrored by kaggle-kit (latest.json names the newest and the best).",
+        }
+        (folder / _METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+        refuse_credentials_in(folder)
+        sent = {p.name: p.stat().st_size for p in folder.iterdir() if p.name != _METADATA_FILE}
+        return sent, pointer["best"]
+
+    def _dataset_exists(self, api: Any) -> bool:
+        try:
+            self.call(f"looking up {self.handle}", lambda: api.dataset_status(self.handle))
+            return True
+        except MirrorError as exc:
+            if isinstance(exc.__cause__, Exception) and _status_of(exc.__cause__) in (403, 404):
+                return False
+            raise
+
+    def _current_version(self, api: Any) -> int:
+        return int(getattr(self.get_dataset(api), "current_version_number", 0) or 0)
+
+    def _verify(self, api: Any, previous: int, sent: dict[str, int]) -> int:
+        """Wait for the new version to be ready, then check its files and sizes against what was sent."""
+        deadline = time.monotonic() + self.settings.verify_timeout_s
+        while True:
+            version = self._current_version(api)
+            status = self.call(f"reading the status of {self.handle}", lambda: api.dataset_status(self.handle))
+            if version > previous and str(status).lower() == "ready":
+                break
+            if time.monotonic() > deadline:
+                raise _Retry(
+                    f"version {previous + 1} of {self.handle} was not ready after {self.settings.verify_timeout_s:.0f}s"
+                )
+            self.wait(self.settings.poll_interval_s)
+        listed: dict[str, int] = {}
+        token: str | None = None
+        while True:
+            response = self.call(
+                f"listing the files of {self.handle}/{version}",
+                lambda t=token: api.dataset_list_files(f"{self.handle}/{version}", page_token=t, page_size=100),
+            )
+            for item in getattr(response, "dataset_files", None) or []:
+                listed[str(item.name)] = int(item.total_bytes or 0)
+            token = getattr(response, "next_page_token", None)
+            if not token:
+                break
+        if listed != sent:
+            missing = sorted(set(sent) - set(listed))
+            wrong = sorted(n for n in sent if n in listed and listed[n] != sent[n])
+            raise _Retry(
+                f"version {version} of {self.handle} does not hold what was sent (missing {missing}, "
+                f"wrong size {wrong}, extra {sorted(set(listed) - set(sent))})"
+            )
+        return version
+
+    def _seed_ledger_from_dataset(self, api: Any) -> None:
+        sessions: list[dict[str, Any]] = []
+        if self._exists:
+            with tempfile.TemporaryDirectory(prefix="kaggle-kit-ledger-") as tmp:
+                try:
+                    self.quiet_call(
+                        f"downloading {LEDGER_FILE} of {self.handle}",
+                        lambda: api.dataset_download_file(self.handle, LEDGER_FILE, path=tmp, force=True,
+                                                          quiet=True),
+                        attempts=3,
+                    )
+                    sessions = _parse_ledger((Path(tmp) / LEDGER_FILE).read_bytes())
+                except (MirrorError, OSError):
+                    sessions = []
+        self.seed_ledger(sessions)
+
+    def _write_ledger(self, folder: Path, step: int) -> None:
+        with self._cond:
+            self._session["ended"] = _now_iso()
+            self._session["last_step"] = step
+            self._session["versions"] = self.uploads + 1
+            sessions = [s for s in (self._ledger_sessions or []) if s.get("id") != self._session["id"]]
+            sessions.append(dict(self._session))
+            self._ledger_sessions = sessions[-_MAX_LEDGER_SESSIONS:]
+            ledger = {"format": "kaggle-kit-ledger/1", "dataset": self.handle, "sessions": self._ledger_sessions}
+        (folder / LEDGER_FILE).write_text(json.dumps(ledger, indent=1))
+
+
+def _release(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None and not proc.stdin.closed:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a killed session takes its uploader along)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main() -> None:
+    """The uploader process: JSON lines in on stdin (first the settings and credentials), results out on fd 1."""
+    from kaggle_kit.kaggle_api import Credentials
+
+    _die_with_parent()
+    parent = os.getppid()
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # what the kaggle client prints goes to stderr, never into the protocol
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    def send(*message: Any) -> None:
+        with lock:
+            protocol.write(json.dumps(message) + "\n")
+
+    init = json.loads(sys.stdin.readline())
+    kind = ""
+    uploader = _Uploader(_Settings(**init["settings"]), Credentials(**init["credentials"]), send)
+    worker = threading.Thread(target=uploader.run, name="kaggle-kit-uploader", daemon=True)
+    worker.start()
+    for line in sys.stdin:
+        kind, *args = json.loads(line)
+        if kind == "job":
+            uploader.submit(args[0])
+        elif kind == "ledger":
+            uploader.seed_ledger(args[0])
+        elif kind == "stop":
+            break
+    # stdin closed without "stop" means the parent is gone: nothing is waiting for the upload in flight.
+    if kind != "stop" or os.getppid() != parent:
+        os._exit(0)
+    uploader.stop.set()
+    with uploader._cond:
+        uploader._cond.notify_all()
+    worker.join(timeout=5)
+
+
 class DatasetMirror:
-    """Uploads checkpoints to a private Kaggle Dataset ``owner/slug`` in the background.
+    """Uploads checkpoints to a private Kaggle Dataset ``owner/slug`` from a background process.
 
     Args:
         handle: the dataset, ``owner/slug`` (slug 6-50 letters, digits or dashes); created private on first use.
@@ -192,41 +566,40 @@ class DatasetMirror:
             )
         self.handle = handle
         self.owner, self.slug = match.group(1), match.group(2)
-        self.title = title or f"{self.slug} checkpoints"[:50]
-        if not 6 <= len(self.title) <= 50:
-            raise MirrorError(f"title {self.title!r} must be 6-50 characters long (a Kaggle dataset rule)")
-        self.verify_timeout_s = float(verify_timeout_s)
-        self.poll_interval_s = float(poll_interval_s)
-        self.backoff_s = float(backoff_s)
-        self.max_backoff_s = float(max_backoff_s)
-        self.max_attempts = int(max_attempts)
+        title = title or f"{self.slug} checkpoints"[:50]
+        if not 6 <= len(title) <= 50:
+            raise MirrorError(f"title {title!r} must be 6-50 characters long (a Kaggle dataset rule)")
         self.reason: str | None = None
         self.uploads = 0
         self.skipped = 0
+        self.started = 0
         self.retries = 0
         self.last_error: str | None = None
-        self._credentials: Credentials | None = None
+        self.in_flight: str | None = None
         self._reported = False
-        self._cond = threading.Condition()
-        self._pending: _Job | None = None
-        self._busy = False
+        self._outstanding = 0
         self._confirmed: Confirmed | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._exists: bool | None = None
-        self._ledger_sessions: list[dict[str, Any]] | None = None
-        self._session = {
-            "id": uuid.uuid4().hex[:12],
-            "started": _now_iso(),
-            "ended": _now_iso(),
-            "run_type": None,
-            "accelerator": None,
-            "first_step": None,
-            "last_step": None,
-            "versions": 0,
-        }
-        self._staging_root = self._pick_staging(staging_dir)
+        self._ledger: list[dict[str, Any]] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self._credentials: Credentials | None = None
+        staging_root = self._pick_staging(staging_dir)
         self.enabled = self._connect(credentials, secret_labels, check_connection)
+        from kaggle_kit import env
+
+        self._settings = _Settings(
+            handle=handle,
+            title=title,
+            staging_root=str(staging_root),
+            verify_timeout_s=float(verify_timeout_s),
+            poll_interval_s=float(poll_interval_s),
+            backoff_s=float(backoff_s),
+            max_backoff_s=float(max_backoff_s),
+            max_attempts=int(max_attempts),
+            run_type=env.run_type(),
+            accelerator=_accelerator() if self.enabled else "unknown",
+        )
+        self._client = _Retrying(self._settings, self._credentials)
         self.report_off()
 
     def _pick_staging(self, staging_dir: str | os.PathLike[str] | None) -> Path:
@@ -281,8 +654,6 @@ class DatasetMirror:
             if problem:
                 self.reason = f"no internet: {problem}"
                 return False
-        self._session["run_type"] = env.run_type()
-        self._session["accelerator"] = _accelerator()
         return True
 
     def report_off(self, *, checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
@@ -307,10 +678,83 @@ class DatasetMirror:
         creds = self._credentials
         return tuple(s for s in (creds.key, creds.token) if s) if creds else ()
 
-    def _api(self) -> Any:
-        from kaggle_kit.kaggle_api import make_api
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        assert self._credentials is not None
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kaggle_kit.mirror"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        init = {"settings": dataclasses.asdict(self._settings), "credentials": dataclasses.asdict(self._credentials)}
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(init) + "\n").encode())
+        if self._ledger is not None:
+            proc.stdin.write((json.dumps(["ledger", self._ledger]) + "\n").encode())
+        proc.stdin.flush()
+        self._proc, self._buffer = proc, b""
+        # A mirror dropped without close() lets its process go (EOF on its stdin ends it).
+        weakref.finalize(self, _release, proc)
+        return proc
 
-        return make_api(self._credentials)
+    def _send(self, *message: Any) -> None:
+        proc = self._start()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write((json.dumps(message) + "\n").encode())
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._lost()
+
+    def _lost(self) -> None:
+        if self._outstanding:
+            self._fail(f"the uploader process of {self.handle} ended unexpectedly; the next checkpoint restarts it")
+        self._outstanding, self.in_flight, self._proc = 0, None, None
+
+    def _fail(self, message: str) -> None:
+        self.last_error = message
+        warnings.warn(message + "; the next checkpoint will try again", RuntimeWarning, stacklevel=3)
+        _banner(message)
+
+    def _drain(self, timeout: float = 0.0) -> None:
+        """Take in what the uploader process reported, waiting up to ``timeout`` for the first message."""
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            return
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                return
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self._lost()
+                return
+            self._buffer += chunk
+            timeout = 0.0
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self._handle(json.loads(line))
+
+    def _handle(self, message: list[Any]) -> None:
+        kind, *args = message
+        if kind == "started":
+            self.started += 1
+            self.in_flight = Path(args[0]).name
+        elif kind == "skipped":
+            self.skipped += 1
+            self._outstanding -= 1
+        elif kind == "done":
+            confirmed, self._ledger, self.retries = args
+            self._confirmed = Confirmed(**confirmed)
+            self.uploads += 1
+            self._outstanding -= 1
+            self.last_error, self.in_flight = None, None
+        elif kind == "failed":
+            _, message, self.retries = args
+            self._outstanding -= 1
+            self.in_flight = None
+            self._fail(message)
 
     def submit(self, latest: CheckpointInfo, best: CheckpointInfo | None = None) -> None:
         """Queue a checkpoint (and the best one, if older) for upload; returns at once.
@@ -319,26 +763,21 @@ class DatasetMirror:
         """
         if not self.enabled:
             return
-        with self._cond:
-            if self._pending is not None:
-                self.skipped += 1
-            self._pending = _Job(latest, best, time.time())
-            if self._session["first_step"] is None:
-                self._session["first_step"] = latest.step
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name=f"kaggle-kit-mirror-{self.slug}", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+        self._drain()
+        job = {"latest": str(latest.manifest_path), "best": str(best.manifest_path) if best else None}
+        self._outstanding += 1
+        self._send("job", job)
 
     def confirmed(self) -> Confirmed | None:
-        """The newest version uploaded and verified by this process, or None."""
-        with self._cond:
-            return self._confirmed
+        """The newest version uploaded and verified, or None."""
+        self._drain()
+        return self._confirmed
 
     @property
     def idle(self) -> bool:
-        with self._cond:
-            return self._pending is None and not self._busy
+        """Whether nothing is waiting or uploading."""
+        self._drain()
+        return self._outstanding == 0
 
     def flush(self, timeout: float | None = 600.0) -> bool:
         """Wait until everything submitted is uploaded and verified.
@@ -349,304 +788,70 @@ class DatasetMirror:
         if not self.enabled:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._pending is not None or self._busy:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(timeout=left)
-            return self.last_error is None
+        self._drain()
+        while self._outstanding > 0:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            self._drain(timeout=left)
+            if self._proc is not None and self._proc.poll() is not None:
+                self._drain()
+                self._lost()
+        return self.last_error is None
 
     def close(self, timeout: float | None = 600.0) -> bool:
-        """Flush, then stop the upload thread."""
+        """Flush, then stop the uploader process."""
         done = self.flush(timeout)
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        proc = self._proc
+        if proc is not None and proc.poll() is None and proc.stdin is not None:
+            try:
+                proc.stdin.write(b'["stop"]\n')
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._proc = None
         return done
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._cond:
-                while self._pending is None and not self._stop.is_set():
-                    self._cond.wait()
-                if self._stop.is_set():
-                    return
-                job, self._pending = self._pending, None
-                self._busy = True
-            try:
-                confirmed = self._upload(job)
-                with self._cond:
-                    self._confirmed = confirmed
-                    self.uploads += 1
-                    self.last_error = None
-            except _Stopped:
-                return
-            except Exception as exc:  # noqa: BLE001 - the thread must survive to upload the next checkpoint
-                message = f"mirroring {job.latest.name} to {self.handle} failed: {exc}"
-                with self._cond:
-                    self.last_error = message
-                warnings.warn(message + "; the next checkpoint will try again", RuntimeWarning, stacklevel=1)
-                _banner(message)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _wait(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
-            raise _Stopped
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
-        return delay * (0.75 + 0.5 * random.random())
-
-    def _call(self, what: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
-        """Call the API, retrying what is transient; raise MirrorError for what is not."""
-        attempt = 0
-        limit = attempts or self.max_attempts
-        processing_deadline = time.monotonic() + self.verify_timeout_s
-        while True:
-            try:
-                return fn()
-            except _Stopped:
-                raise
-            except Exception as exc:  # noqa: BLE001 - classified below; unknown failures are not retried
-                status = _status_of(exc)
-                if status == 403 and "processing" in _body_of(exc).lower() and time.monotonic() < processing_deadline:
-                    # The previous version is still being processed: wait for it instead of failing.
-                    self._wait(self.poll_interval_s)
-                    continue
-                if status == 429:
-                    delay = _retry_after(exc)
-                    delay = self._backoff(attempt) if delay is None else delay
-                elif (status is not None and status >= 500) or _is_connection_error(exc) or _is_upload_failure(exc):
-                    delay = self._backoff(attempt)
-                elif status in (401,):
-                    raise MirrorError(
-                        f"{what}: the Kaggle API refused the credentials (401); check KAGGLE_USERNAME/KAGGLE_KEY "
-                        "or the Secrets"
-                    ) from exc
-                else:
-                    detail = _body_of(exc) or str(exc)
-                    raise MirrorError(f"{what} failed ({status or type(exc).__name__}): {detail}") from exc
-                attempt += 1
-                if attempt >= limit:
-                    raise MirrorError(f"{what} still failing after {attempt} attempts: {exc}") from exc
-                with self._cond:
-                    self.retries += 1
-                self._wait(delay)
-
-    def _quiet_call(self, what: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
-        """``_call`` without the client's "Dataset URL" line (restore runs before training, in the main thread)."""
-        with contextlib.redirect_stdout(io.StringIO()):
-            return self._call(what, fn, attempts=attempts)
-
-    def _upload(self, job: _Job) -> Confirmed:
-        attempt = 0
-        while True:
-            try:
-                return self._upload_once(job)
-            except _Retry as exc:
-                attempt += 1
-                if attempt >= self.max_attempts:
-                    raise MirrorError(f"{exc} (gave up after {attempt} attempts)") from exc
-                with self._cond:
-                    self.retries += 1
-                self._wait(self._backoff(attempt))
-
-    def _upload_once(self, job: _Job) -> Confirmed:
-        api = self._api()
-        folder = self._staging_root / f"v-{job.latest.name}-{uuid.uuid4().hex[:6]}"
-        try:
-            sent, best_name = self._stage(job, folder)
-            if self._exists is None:
-                self._exists = self._dataset_exists(api)
-            if self._ledger_sessions is None:
-                self._seed_ledger_from_dataset(api)
-            self._write_ledger(folder, job.latest.step)
-            sent[LEDGER_FILE] = (folder / LEDGER_FILE).stat().st_size
-            previous = self._current_version(api) if self._exists else 0
-            notes = _version_notes(job.latest)
-            if not self._exists:
-                response = self._call(
-                    f"creating dataset {self.handle}",
-                    lambda: api.dataset_create_new(str(folder), public=False, quiet=True, convert_to_csv=False),
-                )
-                error = getattr(response, "error", None)
-                if error and "already in use" in str(error):
-                    self._exists = True
-                    previous = self._current_version(api)
-                elif error:
-                    raise MirrorError(f"creating dataset {self.handle} was refused: {error}")
-                else:
-                    self._exists = True
-            if previous:
-                response = self._call(
-                    f"adding a version to {self.handle}",
-                    lambda: api.dataset_create_version(
-                        str(folder), notes, quiet=True, convert_to_csv=False, delete_old_versions=False
-                    ),
-                )
-                error = getattr(response, "error", None)
-                if error:
-                    raise MirrorError(f"the new version of {self.handle} was refused: {error}")
-            version = self._verify(api, previous, sent)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        return Confirmed(version, job.latest.step, job.latest.name, best_name)
-
-    def _stage(self, job: _Job, folder: Path) -> tuple[dict[str, int], str | None]:
-        """Assemble one version's files; returns {name: bytes} of what will be sent, and the best's name."""
-        from kaggle_kit.checkpoint import refuse_credentials_in, copy_checkpoint, verify_files
-
-        folder.mkdir(parents=True, exist_ok=True)
-        items = [job.latest] + ([job.best] if job.best is not None and job.best.name != job.latest.name else [])
-        for item in items:
-            copy_checkpoint(item, folder)
-            try:
-                # The staged copies must match their manifest: a checkpoint replaced meanwhile is not sent half-old.
-                verify_files(folder / item.manifest_path.name)
-            except Exception as exc:  # noqa: BLE001 - a newer checkpoint will come
-                raise _Retry(f"staged {item.name} does not verify ({exc})") from exc
-        pointer = {
-            "format": "kaggle-kit-pointer/1",
-            "dataset": self.handle,
-            "latest": job.latest.name,
-            "best": job.latest.best_name if job.latest.best_name in {i.name for i in items} else None,
-            "step": job.latest.step,
-            "epoch": job.latest.epoch,
-            "monitor": job.latest.manifest.get("monitor"),
-            "metric": job.latest.metric,
-            "files": {i.name: i.manifest["files"] for i in items},
-            "uploaded": _now_iso(),
-        }
-        (folder / POINTER_FILE).write_text(json.dumps(pointer, indent=1))
-        metadata = {
-            "id": self.handle,
-            "title": self.title,
-            "licenses": [{"name": "unknown"}],
-            "description": "Training checkpoints mirrored by kaggle-kit (latest.json names the newest and the best).",
-        }
-        (folder / _METADATA_FILE).write_text(json.dumps(metadata, indent=1))
-        refuse_credentials_in(folder)
-        sent = {p.name: p.stat().st_size for p in folder.iterdir() if p.name != _METADATA_FILE}
-        return sent, pointer["best"]
-
-    def _dataset_exists(self, api: Any) -> bool:
-        try:
-            self._call(f"looking up {self.handle}", lambda: api.dataset_status(self.handle))
-            return True
-        except MirrorError as exc:
-            if isinstance(exc.__cause__, Exception) and _status_of(exc.__cause__) in (403, 404):
-                return False
-            raise
-
-    def _current_version(self, api: Any) -> int:
-        dataset = self._get_dataset(api)
-        return int(getattr(dataset, "current_version_number", 0) or 0)
-
-    def _get_dataset(self, api: Any, *, attempts: int | None = None) -> Any:
-        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
-
-        def call() -> Any:
-            request = ApiGetDatasetRequest()
-            request.owner_slug, request.dataset_slug = self.owner, self.slug
-            with api.build_kaggle_client() as kaggle:
-                return kaggle.datasets.dataset_api_client.get_dataset(request)
-
-        return self._call(f"reading {self.handle}", call, attempts=attempts)
-
-    def _verify(self, api: Any, previous: int, sent: dict[str, int]) -> int:
-        """Wait for the new version to be ready, then check its files and sizes against what was sent."""
-        deadline = time.monotonic() + self.verify_timeout_s
-        while True:
-            version = self._current_version(api)
-            status = self._call(f"reading the status of {self.handle}", lambda: api.dataset_status(self.handle))
-            if version > previous and str(status).lower() == "ready":
-                break
-            if time.monotonic() > deadline:
-                raise _Retry(f"version {previous + 1} of {self.handle} was not ready after {self.verify_timeout_s:.0f}s")
-            self._wait(self.poll_interval_s)
-        listed: dict[str, int] = {}
-        token: str | None = None
-        while True:
-            response = self._call(
-                f"listing the files of {self.handle}/{version}",
-                lambda t=token: api.dataset_list_files(f"{self.handle}/{version}", page_token=t, page_size=100),
-            )
-            for item in getattr(response, "dataset_files", None) or getattr(response, "files", None) or []:
-                listed[str(item.name)] = int(item.total_bytes or 0)
-            token = getattr(response, "next_page_token", None)
-            if not token:
-                break
-        if listed != sent:
-            missing = sorted(set(sent) - set(listed))
-            wrong = sorted(n for n in sent if n in listed and listed[n] != sent[n])
-            raise _Retry(f"version {version} of {self.handle} does not hold what was sent (missing {missing}, "
-                         f"wrong size {wrong}, extra {sorted(set(listed) - set(sent))})")
-        return version
 
     def seed_ledger(self, path: str | os.PathLike[str]) -> None:
         """Start from an earlier ledger (found next to a restored checkpoint), unless one is already loaded."""
         path = Path(path)
-        if self._ledger_sessions is not None or not path.is_file():
+        if self._ledger is not None or not path.is_file():
             return
-        self._ledger_sessions = _parse_ledger(path.read_bytes())
-
-    def _seed_ledger_from_dataset(self, api: Any) -> None:
-        if not self._exists:
-            self._ledger_sessions = []
-            return
-        with tempfile.TemporaryDirectory(prefix="kaggle-kit-ledger-") as tmp:
-            try:
-                self._call(
-                    f"downloading {LEDGER_FILE} of {self.handle}",
-                    lambda: api.dataset_download_file(self.handle, LEDGER_FILE, path=tmp, force=True, quiet=True),
-                    attempts=3,
-                )
-                self._ledger_sessions = _parse_ledger((Path(tmp) / LEDGER_FILE).read_bytes())
-            except (MirrorError, OSError):
-                self._ledger_sessions = []
-
-    def _write_ledger(self, folder: Path, step: int) -> None:
-        with self._cond:
-            self._session["ended"] = _now_iso()
-            self._session["last_step"] = step
-            self._session["versions"] = self.uploads + 1
-            sessions = [s for s in (self._ledger_sessions or []) if s.get("id") != self._session["id"]]
-            sessions.append(dict(self._session))
-            self._ledger_sessions = sessions[-_MAX_LEDGER_SESSIONS:]
-            ledger = {"format": "kaggle-kit-ledger/1", "dataset": self.handle, "sessions": self._ledger_sessions}
-        (folder / LEDGER_FILE).write_text(json.dumps(ledger, indent=1))
+        self._ledger = _parse_ledger(path.read_bytes())
+        if self._proc is not None:
+            self._send("ledger", self._ledger)
 
     def ledger(self) -> list[dict[str, Any]]:
-        """The sessions recorded so far (earlier sessions' records once seeded, this session's once uploaded)."""
-        with self._cond:
-            return [dict(s) for s in self._ledger_sessions or []]
+        """The sessions recorded so far (earlier sessions' once seeded, this session's once uploaded)."""
+        self._drain()
+        return [dict(s) for s in self._ledger or []]
 
     def remote_pointer(self) -> dict[str, Any] | None:
         """The newest ready version's ``latest.json`` (with its ``version``), or None when there is none."""
         if not self.enabled:
             return None
-        api = self._api()
+        client = self._client
+        api = client.api()
         try:
-            dataset = self._get_dataset(api, attempts=3)
+            dataset = client.get_dataset(api, attempts=3)
         except MirrorError as exc:
             if _status_of(exc.__cause__) not in (403, 404):
                 warnings.warn(f"could not read {self.handle} to look for checkpoints: {exc}", RuntimeWarning,
                               stacklevel=2)
             return None
         version = int(getattr(dataset, "current_version_number", 0) or 0)
+        ref = f"{self.handle}/{version}" if version else self.handle
         with tempfile.TemporaryDirectory(prefix="kaggle-kit-pointer-") as tmp:
             for name in (POINTER_FILE, LEDGER_FILE):
                 try:
-                    self._quiet_call(
-                        f"downloading {name} of {self.handle}",
-                        lambda n=name: api.dataset_download_file(
-                            f"{self.handle}/{version}" if version else self.handle, n, path=tmp, force=True,
-                            quiet=True, unzip=True,
-                        ),
+                    client.quiet_call(
+                        f"downloading {name} of {ref}",
+                        lambda n=name: api.dataset_download_file(ref, n, path=tmp, force=True, quiet=True,
+                                                                 unzip=True),
                         attempts=3,
                     )
                 except MirrorError as exc:
@@ -672,10 +877,10 @@ class DatasetMirror:
             raise MirrorError(f"mirroring to {self.handle} is off ({self.reason}): cannot download {name}")
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        api = self._api()
+        api = self._client.api()
         ref = f"{self.handle}/{version}" if version else self.handle
         for file_name in (f"{name}.manifest.json", f"{name}.json", f"{name}.pt"):
-            self._quiet_call(
+            self._client.quiet_call(
                 f"downloading {file_name} of {ref}",
                 lambda f=file_name: api.dataset_download_file(ref, f, path=str(dest), force=True, quiet=True,
                                                               unzip=True),
@@ -687,19 +892,20 @@ class DatasetMirror:
 
     def status(self) -> dict[str, Any]:
         """A summary for logs: enabled, why not, uploads, skipped (coalesced), retries, last error, confirmed."""
-        with self._cond:
-            return {
-                "dataset": self.handle,
-                "enabled": self.enabled,
-                "reason": self.reason,
-                "uploads": self.uploads,
-                "skipped": self.skipped,
-                "retries": self.retries,
-                "pending": self._pending is not None,
-                "busy": self._busy,
-                "last_error": self.last_error,
-                "confirmed": dataclasses.asdict(self._confirmed) if self._confirmed else None,
-            }
+        self._drain()
+        return {
+            "dataset": self.handle,
+            "enabled": self.enabled,
+            "reason": self.reason,
+            "uploads": self.uploads,
+            "started": self.started,
+            "skipped": self.skipped,
+            "retries": self.retries,
+            "outstanding": self._outstanding,
+            "in_flight": self.in_flight,
+            "last_error": self.last_error,
+            "confirmed": dataclasses.asdict(self._confirmed) if self._confirmed else None,
+        }
 
 
 def _is_upload_failure(exc: BaseException) -> bool:
@@ -737,3 +943,6 @@ def _unreachable(url: str, timeout: float = 4.0) -> str | None:
     except OSError as exc:
         return f"cannot reach {host}:{port} ({exc.strerror or exc})"
 
+
+if __name__ == "__main__":
+    _worker_main()

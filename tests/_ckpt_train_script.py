@@ -5,7 +5,8 @@ come back exactly for the final weights to match an uninterrupted run. The data 
 and the position within the epoch travels as ``data_state``, so a resume continues with the exact next batch.
 
 Test hooks (never used by the kit): ``--kill-in-write N`` SIGKILLs the process halfway through writing the N-th
-checkpoint's tensor file; ``--kill-in-upload N`` SIGKILLs it while the N-th upload's bytes are in flight.
+checkpoint's tensor file; ``--kill-in-upload N`` SIGKILLs it (and its uploader process) once the N-th upload has
+started.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 1))
 
 
-def _install_kill_hooks(kill_in_write: int, kill_in_upload: int) -> None:
+def _install_kill_hook(kill_in_write: int) -> None:
     if kill_in_write:
         real_save = torch.save
         calls = {"n": 0}
@@ -54,19 +55,14 @@ def _install_kill_hooks(kill_in_write: int, kill_in_upload: int) -> None:
             return real_save(obj, f, *args, **kwargs)
 
         torch.save = dying_save
-    if kill_in_upload:
-        from kaggle.api.kaggle_api_extended import KaggleApi
 
-        real_upload = KaggleApi.upload_complete
-        uploads = {"n": 0}
 
-        def dying_upload(self, path, url, quiet, resume=False):  # noqa: ANN001
-            uploads["n"] += 1
-            if uploads["n"] == kill_in_upload:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real_upload(self, path, url, quiet, resume=resume)
-
-        KaggleApi.upload_complete = dying_upload
+def _die_mid_upload(mirror: object, nth: int, *, wait: bool) -> None:
+    """SIGKILL this process (and, with it, the uploader process) once the ``nth`` upload has started."""
+    while wait and mirror.status()["started"] < nth:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    if mirror.status()["started"] >= nth:  # type: ignore[attr-defined]
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -89,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kaggle_kit.checkpoint import Checkpointer
 
-    _install_kill_hooks(args.kill_in_write, args.kill_in_upload)
+    _install_kill_hook(args.kill_in_write)
     mirror = None
     if args.mirror:
         from kaggle_kit.mirror import DatasetMirror
@@ -131,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             step=step, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler,
             metrics={"loss": loss.item()}, data_state={"epoch_seed": args.seed, "position": position},
         )
+        if mirror is not None and args.kill_in_upload:
+            _die_mid_upload(mirror, args.kill_in_upload, wait=False)
         if args.step_sleep:
             time.sleep(args.step_sleep)
     ckpt.save(step=step, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler,
               data_state={"epoch_seed": args.seed, "position": position})
+    if mirror is not None and args.kill_in_upload:
+        _die_mid_upload(mirror, args.kill_in_upload, wait=True)
     if mirror is not None and not ckpt.flush(timeout=120):
         print("FLUSH TIMED OUT", flush=True)
         return 3
