@@ -35,6 +35,7 @@ import random
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -481,7 +482,6 @@ def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (a killed session takes its uploader along)."""
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -494,6 +494,10 @@ def _worker_main() -> None:
     from kaggle_kit.kaggle_api import Credentials
 
     _die_with_parent()
+    # SIGTERM/Ctrl-C reach the whole process group; the parent turns them into a final save and a flush, which
+    # needs this process alive. It ends on EOF from the parent, or with it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # what the kaggle client prints goes to stderr, never into the protocol

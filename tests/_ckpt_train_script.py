@@ -4,7 +4,7 @@ Dropout (torch RNG), input noise from numpy's and python's global generators, Ad
 come back exactly for the final weights to match an uninterrupted run. The data order is a function of (seed, epoch)
 and the position within the epoch travels as ``data_state``, so a resume continues with the exact next batch.
 
-Test hooks (never used by the kit): ``--kill-in-write N`` SIGKILLs the process halfway through writing the N-th
+Test hooks (never used by the kit): ``--sigterm-at N`` sends SIGTERM to the process group after step N; ``--kill-in-write N`` SIGKILLs the process halfway through writing the N-th
 checkpoint's tensor file; ``--kill-in-upload N`` SIGKILLs it (and its uploader process) once the N-th upload has
 started.
 """
@@ -76,6 +76,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mirror", default="")
     parser.add_argument("--kill-in-write", type=int, default=0)
     parser.add_argument("--kill-in-upload", type=int, default=0)
+    parser.add_argument("--sigterm-at", type=int, default=0)
     return parser.parse_args(argv)
 
 
@@ -109,28 +110,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RESUMED step={step} source={restored.source}", flush=True)
     per_epoch = SAMPLES // BATCH
     loss_fn = nn.BCEWithLogitsLoss()
-    while step < args.steps:
-        idx = _order(args.seed, epoch)[position * BATCH : (position + 1) * BATCH]
-        noise = torch.from_numpy(np.random.normal(0.0, 0.05, size=(BATCH, 12)).astype(np.float32))
-        scale = 1.0 + random.uniform(-0.01, 0.01)
-        model.train()
-        loss = loss_fn(model(x[idx] * scale + noise), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        position += 1
-        if position == per_epoch:
-            epoch, position = epoch + 1, 0
-        ckpt.maybe_save(
-            step=step, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler,
-            metrics={"loss": loss.item()}, data_state={"epoch_seed": args.seed, "position": position},
-        )
-        if mirror is not None and args.kill_in_upload:
-            _die_mid_upload(mirror, args.kill_in_upload, wait=False)
-        if args.step_sleep:
-            time.sleep(args.step_sleep)
+    with ckpt.save_on_signal():
+        while step < args.steps:
+            idx = _order(args.seed, epoch)[position * BATCH : (position + 1) * BATCH]
+            noise = torch.from_numpy(np.random.normal(0.0, 0.05, size=(BATCH, 12)).astype(np.float32))
+            scale = 1.0 + random.uniform(-0.01, 0.01)
+            model.train()
+            loss = loss_fn(model(x[idx] * scale + noise), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            position += 1
+            if position == per_epoch:
+                epoch, position = epoch + 1, 0
+            ckpt.maybe_save(
+                step=step, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler,
+                metrics={"loss": loss.item()}, data_state={"epoch_seed": args.seed, "position": position},
+            )
+            if mirror is not None and args.kill_in_upload:
+                _die_mid_upload(mirror, args.kill_in_upload, wait=False)
+            if step == args.sigterm_at:
+                # As Kaggle stops a session: SIGTERM to the whole process group, the uploader included.
+                os.killpg(os.getpgid(0), signal.SIGTERM)
+            if args.step_sleep:
+                time.sleep(args.step_sleep)
     ckpt.save(step=step, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler,
               data_state={"epoch_seed": args.seed, "position": position})
     if mirror is not None and args.kill_in_upload:
