@@ -115,23 +115,36 @@ def find_weights(cfg: BackboneConfig) -> Path:
         looked.append(f"{path} (as a path: does not exist)")
         handles = [spec]
     for handle in handles:
-        kinds = ("model", "dataset") if handle.count("/") >= 1 else ("competition", "dataset")
-        for kind in kinds:
-            try:
-                folder = env.find_input(handle, kind=kind)
-            except InputNotFoundError as exc:
-                looked.append(f"{kind} {handle!r}: " + " | ".join(_paths_in(str(exc))))
-                continue
-            found = _weights_in(folder, looked)
-            if found is not None:
-                return found
+        kind = "model" if handle.count("/") >= 3 else None
+        try:
+            folder = env.find_input(handle, kind=kind)
+        except InputNotFoundError as exc:
+            seen = _looked_paths(looked)
+            looked.extend(
+                f"{p} ({kind or 'input'} {handle!r} not attached)" for p in _paths_in(str(exc)) if Path(p) not in seen
+            )
+            continue
+        found = _weights_in(folder, looked)
+        if found is not None:
+            return found
+    if spec.lower() == AUTO:
+        # A DINOv2 checkpoint attached under another name (a dataset, say) still counts.
+        for attached in env.attached_inputs():
+            if "dinov2" in attached.handle.lower() and attached.path not in _looked_paths(looked):
+                found = _weights_in(attached.path, looked)
+                if found is not None:
+                    return found
     raise WeightsNotFoundError(
         f"backbone weights {spec!r} not found (input folder {env.input_dir()}); looked in:\n  "
-        + "\n  ".join(looked)
+        + "\n  ".join(dict.fromkeys(looked))
         + "\nAttach the DINOv2 ViT-S/14 Kaggle Model (metaresearch/dinov2) or a dataset holding "
         "dinov2_vits14_pretrain.pth, or set backbone.weights to the file's path. "
         "Use backbone.weights=random only for tests: it trains from random init."
     )
+
+
+def _looked_paths(looked: list[str]) -> set[Path]:
+    return {Path(entry.split(" (", 1)[0]) for entry in looked}
 
 
 def _paths_in(message: str) -> list[str]:
