@@ -498,6 +498,9 @@ def _worker_main() -> None:
     # needs this process alive. It ends on EOF from the parent, or with it.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Training comes first when CPUs are scarce: uploads can wait, a slowed step cannot be won back.
+    with contextlib.suppress(OSError):
+        os.nice(10)
     parent = os.getppid()
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # what the kaggle client prints goes to stderr, never into the protocol
