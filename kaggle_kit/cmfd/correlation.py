@@ -12,6 +12,10 @@ import torch
 import torch.nn.functional as F
 
 
+_EPS = 1e-12  # as F.normalize
+_BACKWARD_ELEMENTS = 1 << 20  # gathered (query, match, channel) entries per backward step: 4 MiB in float32
+
+
 def _same_padding(patch: int) -> tuple[int, int, int, int]:
     before = patch // 2
     after = patch - 1 - before
@@ -59,12 +63,72 @@ def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Ten
     return ys, xs
 
 
+def _near(ys: torch.Tensor, xs: torch.Tensor, start: int, stop: int, radius: int) -> torch.Tensor:
+    return ((ys[start:stop, None] - ys[None, :]).abs() <= radius) & (
+        (xs[start:stop, None] - xs[None, :]).abs() <= radius
+    )
+
+
+def _chunked_topk(
+    flat: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, k: int, radius: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    queries = flat.transpose(1, 2)  # (B, N, C)
+    scores, indices = [], []
+    for start in range(0, flat.shape[2], chunk):
+        stop = min(start + chunk, flat.shape[2])
+        sim = torch.bmm(queries[:, start:stop], flat)  # (B, n, N), in the autocast dtype when enabled
+        # In place: bmm's backward does not need its output, so no second (B, n, N) volume is made.
+        sim.masked_fill_(_near(ys, xs, start, stop, radius), torch.finfo(sim.dtype).min)
+        val, idx = sim.topk(k, dim=2)
+        scores.append(val)
+        indices.append(idx)
+    return torch.cat(scores, dim=1), torch.cat(indices, dim=1)
+
+
+class _TopKCosine(torch.autograd.Function):
+    """Chunked top-k cosine similarities whose backward touches only the k selected pairs per query.
+
+    Plain autograd would keep the normalised descriptors beside the raw ones and rebuild, chunk by chunk, a
+    (B, n, N) gradient of the similarities and a full (B, C, N) gradient of the keys. Only the selected pairs carry
+    gradient, so gathering them is exact; the normalisation is recomputed in backward instead of being stored.
+    """
+
+    @staticmethod
+    def forward(ctx, desc, ys, xs, k, radius, chunk):  # type: ignore[override]
+        norms = desc.norm(dim=1, keepdim=True).clamp_min(_EPS)  # (B, 1, N)
+        val, idx = _chunked_topk(desc / norms, ys, xs, k, radius, chunk)
+        ctx.save_for_backward(desc, norms, idx, val > torch.finfo(val.dtype).min)
+        ctx.mark_non_differentiable(idx)
+        return val, idx
+
+    @staticmethod
+    def backward(ctx, grad_val, _grad_idx):  # type: ignore[override]
+        desc, norms, idx, valid = ctx.saved_tensors
+        b, c, n = desc.shape
+        unit = (desc / norms).transpose(1, 2)  # (B, N, C)
+        grad = torch.zeros(b, n, c, dtype=desc.dtype, device=desc.device)
+        g_all = grad_val.to(desc.dtype) * valid  # masked fills carry no gradient
+        step = max(1, _BACKWARD_ELEMENTS // max(1, b * idx.shape[2] * c))
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            ids = idx[:, start:stop].reshape(b, -1, 1).expand(-1, -1, c)  # (B, n*k, C)
+            g = g_all[:, start:stop].unsqueeze(-1)  # (B, n, k, 1)
+            matched = torch.gather(unit, 1, ids).view(b, stop - start, -1, c)
+            grad[:, start:stop] += (g * matched).sum(dim=2)  # d/d query = sum over its k matches of g * key
+            grad.scatter_add_(1, ids, (g * unit[:, start:stop].unsqueeze(2)).reshape(b, -1, c))  # d/d key
+        # Through the normalisation u = d / |d|: grad_d = (grad_u - u <grad_u, u>) / |d|, in place.
+        dot = torch.einsum("bnc,bnc->bn", grad, unit).unsqueeze(-1)
+        grad.addcmul_(unit, dot, value=-1).div_(norms.transpose(1, 2))
+        return grad.transpose(1, 2), None, None, None, None, None
+
+
 def self_correlation(
     desc: torch.Tensor,
     *,
     top_k: int,
     exclude_radius: int,
     chunk: int = 256,
+    _dense: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k cosine similarities of every location with every other, its own neighbourhood excluded.
 
@@ -82,24 +146,11 @@ def self_correlation(
     b, c, h, w = desc.shape
     n = h * w
     k = min(top_k, n)
-    flat = F.normalize(desc.flatten(2), dim=1)  # (B, C, N)
-    keys = flat
-    queries = flat.transpose(1, 2)  # (B, N, C)
     ys, xs = _grid(h, w, desc.device)
-    scores, indices = [], []
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        sim = torch.bmm(queries[:, start:stop], keys)  # (B, n, N), in the autocast dtype when enabled
-        near = ((ys[start:stop, None] - ys[None, :]).abs() <= exclude_radius) & (
-            (xs[start:stop, None] - xs[None, :]).abs() <= exclude_radius
-        )
-        # In place: bmm's backward does not need its output, so this saves a second (B, n, N) volume.
-        sim.masked_fill_(near, torch.finfo(sim.dtype).min)
-        val, idx = sim.topk(k, dim=2)
-        scores.append(val)
-        indices.append(idx)
-    val = torch.cat(scores, dim=1)  # (B, N, k)
-    idx = torch.cat(indices, dim=1)
+    if _dense:  # the first attempt's way, kept for comparisons: plain autograd through the similarities
+        val, idx = _chunked_topk(F.normalize(desc.flatten(2), dim=1), ys, xs, k, exclude_radius, chunk)
+    else:
+        val, idx = _TopKCosine.apply(desc.flatten(2), ys, xs, k, exclude_radius, chunk)
     dy = (ys[idx] - ys[:, None]).to(val.dtype) / h
     dx = (xs[idx] - xs[:, None]).to(val.dtype) / w
     offsets = torch.stack((dy, dx), dim=3).reshape(b, n, 2 * k)
@@ -117,4 +168,5 @@ def reference_correlation(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first attempt's whole pipeline (unfold descriptors, one full correlation volume); for comparisons only."""
     desc = unfold_descriptors(x, patch=patch, stride=stride)
-    return self_correlation(desc, top_k=top_k, exclude_radius=exclude_radius, chunk=desc.shape[2] * desc.shape[3])
+    n = desc.shape[2] * desc.shape[3]
+    return self_correlation(desc, top_k=top_k, exclude_radius=exclude_radius, chunk=n, _dense=True)
