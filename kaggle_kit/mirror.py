@@ -181,6 +181,7 @@ class _Retrying:
     def api(self) -> Any:
         from kaggle_kit.kaggle_api import make_api
 
+        _import_client_quietly()
         return make_api(self.credentials)
 
     def wait(self, seconds: float) -> None:
@@ -470,6 +471,24 @@ class _Uploader(_Retrying):
         (folder / LEDGER_FILE).write_text(json.dumps(ledger, indent=1))
 
 
+def _import_client_quietly() -> None:
+    """Import the kaggle client without the side effects of its package's import.
+
+    ``import kaggle`` tries to authenticate from files and the environment; without credentials there it prints
+    "Authentication required" and calls ``exit()``, which closes ``sys.stdin``. The kit hands credentials to the
+    client in memory, so that attempt means nothing here: give it a throwaway stdin and swallow its text.
+    """
+    if "kaggle" in sys.modules:
+        return
+    stdin = sys.stdin
+    sys.stdin = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            import kaggle  # noqa: F401
+    finally:
+        sys.stdin = stdin
+
+
 def _release(proc: subprocess.Popen[bytes]) -> None:
     if proc.stdin is not None and not proc.stdin.closed:
         try:
@@ -511,6 +530,7 @@ def _worker_main() -> None:
         with lock:
             protocol.write(json.dumps(message) + "\n")
 
+    _import_client_quietly()  # before the first checkpoint arrives, so its upload starts at once
     init = json.loads(sys.stdin.readline())
     kind = ""
     uploader = _Uploader(_Settings(**init["settings"]), Credentials(**init["credentials"]), send)
@@ -608,6 +628,9 @@ class DatasetMirror:
         )
         self._client = _Retrying(self._settings, self._credentials)
         self.report_off()
+        if self.enabled:
+            # Started now, so its imports are done long before the first checkpoint needs uploading.
+            self._start()
 
     def _pick_staging(self, staging_dir: str | os.PathLike[str] | None) -> Path:
         from kaggle_kit import env
