@@ -74,6 +74,8 @@ class TrainConfig:
         num_workers: DataLoader worker processes.
         max_steps_per_epoch: Cap on optimizer steps per epoch (quick runs); None for the whole dataset.
         deadline_margin_s: Save and stop when the session has this many seconds left.
+        flush_timeout_s: Longest wait at the end for the mirror to confirm the last checkpoint (never past the
+            session's end).
         monitor: Metric of ``evaluate`` that picks the best epoch.
         monitor_mode: ``max`` or ``min``.
         log_every_s: Seconds between progress lines in a Batch log.
@@ -93,6 +95,7 @@ class TrainConfig:
     num_workers: int = 0
     max_steps_per_epoch: int | None = None
     deadline_margin_s: float = 600.0
+    flush_timeout_s: float = 600.0
     monitor: str = "score"
     monitor_mode: str = "max"
     log_every_s: float = 30.0
@@ -113,6 +116,7 @@ class TrainConfig:
             (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
              "at least 1 or null"),
             (self.deadline_margin_s >= 0, "deadline_margin_s", "0 or more"),
+            (self.flush_timeout_s >= 0, "flush_timeout_s", "0 or more"),
             (self.monitor_mode in ("max", "min"), "monitor_mode", "max or min"),
         ]
         for ok, name, expected in checks:
@@ -610,7 +614,9 @@ def train(
         save_checkpoint(force=True)
         write_history()
     if main and checkpointer is not None:
-        checkpointer.flush(timeout=max(30.0, clock.time_left() - 30.0))
+        if not checkpointer.flush(timeout=min(config.flush_timeout_s, max(5.0, clock.time_left() - 5.0))):
+            print(f"WARNING: the mirror did not confirm step {state.step} within {config.flush_timeout_s:.0f} s; "
+                  f"the local checkpoint in {checkpointer.directory} still holds it", flush=True)
     if main:
         write_progress(status)
     if status == "stopped" and main:

@@ -121,7 +121,7 @@ print(f"{result.status}: step {result.step}, {result.steps_this_session} steps t
 # %% finalize: flush the mirror, plot
 from kaggle_kit.training import FIGURE_FILE, plot_history
 
-if not checkpointer.flush(timeout=max(30.0, clock.time_left() - 60.0)):
+if not plan.distributed and not checkpointer.flush(timeout=min(train_cfg.flush_timeout_s, clock.time_left())):
     print("WARNING: the mirror did not confirm the last checkpoint; this run's output still holds it")
 if result.history:
     plot_history(result.history, working_dir() / FIGURE_FILE)
