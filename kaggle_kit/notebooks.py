@@ -63,6 +63,8 @@ class RenderOptions:
             ``""`` for no mirroring.
         datasets: More datasets to attach.
         models: Kaggle Models to attach (``owner/model/framework/variation/N``); default the root's model_sources.
+        kernels: Notebook outputs to attach (``owner/slug``), e.g. an earlier Batch run's checkpoints when
+            mirroring is off.
         accelerator: The device plan the notebook checks (``auto``, ``gpu``, ``cpu``).
         machine_shape: ``machine_shape`` for the metadata, e.g. ``NvidiaTeslaT4``; None leaves it out.
         infer_id: The inference kernel ``owner/slug``; default ``<owner>/<train-slug>-infer``.
@@ -76,6 +78,7 @@ class RenderOptions:
     checkpoint_dataset: str | None = None
     datasets: Sequence[str] = ()
     models: Sequence[str] | None = None
+    kernels: Sequence[str] = ()
     accelerator: str = "auto"
     machine_shape: str | None = None
     infer_id: str | None = None
@@ -144,6 +147,7 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
     models = list(options.models if options.models is not None else train_meta.get("model_sources") or [])
     datasets = list(dict.fromkeys([*train_meta.get("dataset_sources", []), code_dataset, *options.datasets,
                                    *([checkpoint] if checkpoint else [])]))
+    kernels = list(dict.fromkeys([*train_meta.get("kernel_sources", []), *options.kernels]))
     parameters: dict[str, Any] = {
         "config": options.config,
         "overrides": list(options.overrides),
@@ -163,6 +167,7 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
             "enable_internet": True,
             "dataset_sources": datasets,
             "competition_sources": competitions,
+            "kernel_sources": kernels,
             "model_sources": models,
         }
     else:
@@ -183,7 +188,7 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
             "enable_internet": False,
             "dataset_sources": datasets,
             "competition_sources": competitions,
-            "kernel_sources": [],
+            "kernel_sources": list(options.kernels),
             "model_sources": models,
         }
     if options.machine_shape:
@@ -269,7 +274,7 @@ def _root_drift(root: Path, rendered: dict[str, Any], notebook: Path) -> tuple[s
     if not code_file or (root / str(code_file)).resolve() != notebook.resolve():
         found.append(f"{where}: code_file is {code_file!r}, so 'kaggle kernels push -p .' would not push the rendered "
                      f"notebook; set it to {notebook.relative_to(root).as_posix()!r}")
-    for name in ("dataset_sources", "competition_sources", "model_sources"):
+    for name in ("dataset_sources", "competition_sources", "kernel_sources", "model_sources"):
         missing = [s for s in rendered.get(name, []) if s not in (meta.get(name) or [])]
         if missing:
             found.append(f"{where}: {name} lacks {', '.join(missing)}; add them so 'kaggle kernels push -p .' "
@@ -517,7 +522,8 @@ def _options(args: argparse.Namespace) -> RenderOptions:
     return RenderOptions(
         config=args.config, overrides=tuple(args.set or ()), competition=args.competition,
         code_dataset=args.code_dataset, checkpoint_dataset=args.checkpoint_dataset, datasets=tuple(args.dataset or ()),
-        models=tuple(args.model) if args.model else None, accelerator=args.accelerator,
+        models=tuple(args.model) if args.model else None, kernels=tuple(args.kernel_source or ()),
+        accelerator=args.accelerator,
         machine_shape=args.machine_shape, infer_id=args.infer_id, extra=_parse_params(args.param or ()),
     )
 
@@ -534,6 +540,8 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", action="append", help="another dataset to attach (repeatable)")
     parser.add_argument("--model", action="append", help="Kaggle Model to attach (repeatable; default: "
                         "kernel-metadata.json's model_sources)")
+    parser.add_argument("--kernel-source", action="append", help="a notebook's output to attach, owner/slug "
+                        "(repeatable), e.g. the previous run's checkpoints when mirroring is off")
     parser.add_argument("--accelerator", default="auto", choices=("auto", "gpu", "cpu"), help="device plan")
     parser.add_argument("--machine-shape", help="kernel machine_shape, e.g. NvidiaTeslaT4")
     parser.add_argument("--infer-id", help="inference kernel owner/slug (default: <owner>/<kernel>-infer)")

@@ -86,7 +86,9 @@ def test_root_metadata_names_the_rendered_training_notebook(tmp_path):
     assert (root / root_meta["code_file"]).resolve() == rendered.notebook.resolve()
     assert rendered.warnings == ()
     drifted = render(root, "train", RenderOptions(config="tiny", checkpoint_dataset="alice/other-ckpt",
-                                                  accelerator="cpu"))
+                                                  accelerator="cpu", kernels=("alice/cmfd-train",)))
+    assert drifted.metadata["kernel_sources"] == ["alice/cmfd-train"]
+    assert any("kernel_sources lacks alice/cmfd-train" in w for w in drifted.warnings)
     assert any("dataset_sources lacks alice/other-ckpt" in w for w in drifted.warnings)
     assert any("enable_gpu is True but the render uses False" in w for w in drifted.warnings)
 
