@@ -549,14 +549,13 @@ class Checkpointer:
         self._last_save = time.monotonic()
         self._save_requested = False
         self._stop_signal: int | None = None
-        self._last_args: dict[str, Any] | None = None
         self._lock = threading.Lock()
         newest = self._local()
+        # The newest manifest knows the best so far, even when that checkpoint is no longer in this folder.
+        best = newest[0].manifest.get("best") if newest else None
         self._best_name: str | None = newest[0].best_name if newest else None
-        self._best_value: float | None = None
-        if newest and self._best_name:
-            best = next((i for i in newest if i.name == self._best_name), None)
-            self._best_value = best.metric if best else None
+        value = best.get("value") if isinstance(best, dict) else None
+        self._best_value: float | None = float(value) if isinstance(value, (int, float)) else None
         self._clean_orphans()
         self._report_mirror()
 
@@ -598,7 +597,6 @@ class Checkpointer:
         Takes the arguments of :meth:`save`. After a save caused by SIGTERM or Ctrl-C inside
         ``save_on_signal()``, waits for the mirror and raises SystemExit (SIGTERM) or KeyboardInterrupt.
         """
-        self._last_args = kwargs
         if not self.due:
             return None
         info = self.save(**kwargs)
@@ -1024,7 +1022,13 @@ class Checkpointer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if self._stop_signal is not None and self._last_args is None:
+            if self._stop_signal is not None:
+                warnings.warn(
+                    f"signal {self._stop_signal} arrived after the last maybe_save(); nothing was saved for it: "
+                    "save() after the loop if the run should be resumable from its very end",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self._stop_signal = None
 
     def _finish_after_signal(self) -> None:

@@ -251,6 +251,7 @@ class _Uploader(_Retrying):
         super().__init__(settings, credentials)
         self.send = send
         self.staging_root = Path(settings.staging_root)
+        self._clean_stale_staging()
         self.uploads = 0
         self._cond = threading.Condition()
         self._pending: dict[str, Any] | None = None
@@ -266,6 +267,15 @@ class _Uploader(_Retrying):
             "last_step": None,
             "versions": 0,
         }
+
+    def _clean_stale_staging(self, older_than_s: float = 600.0) -> None:
+        """Remove version folders an uploader killed mid-upload left behind."""
+        if not self.staging_root.is_dir():
+            return
+        for folder in self.staging_root.glob("v-step-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime > older_than_s:
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def submit(self, job: dict[str, Any]) -> None:
         with self._cond:

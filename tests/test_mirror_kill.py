@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,20 @@ import _ckpt_train_script  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("_ckpt_train_script.py")
 STEPS = 120
+
+
+def _uploaders_of(root: Path) -> list[int]:
+    """Uploader processes still running for the session rooted at ``root`` (found through /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"kaggle_kit.mirror" in cmdline and f"KAGGLE_KIT_KAGGLE_ROOT={root}".encode() in environ:
+            found.append(int(proc.name))
+    return found
 
 
 @pytest.mark.slow
@@ -37,6 +52,10 @@ def test_kill9_mid_upload_then_wiped_working_resumes_from_the_mirror_bit_identic
     died = subprocess.run([*command, "--kill-in-upload", "2"], capture_output=True, text=True, timeout=300)
     assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
     assert not out.exists()
+    deadline = time.monotonic() + 10
+    while _uploaders_of(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _uploaders_of(root), "the uploader process outlived its killed session"
     shutil.rmtree(root / "working")
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
