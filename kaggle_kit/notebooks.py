@@ -66,6 +66,8 @@ class RenderOptions:
         kernels: Notebook outputs to attach (``owner/slug``), e.g. an earlier Batch run's checkpoints when
             mirroring is off.
         accelerator: The device plan the notebook checks (``auto``, ``gpu``, ``cpu``).
+        internet: Internet for the training kernel (default on; off needs ``checkpoint_dataset=""``: nothing can
+            be mirrored, checkpoints survive as the Batch output). The inference kernel is always off.
         machine_shape: ``machine_shape`` for the metadata, e.g. ``NvidiaTeslaT4``; None leaves it out.
         infer_id: The inference kernel ``owner/slug``; default ``<owner>/<train-slug>-infer``.
         extra: More parameters to inject (name -> Python literal value).
@@ -80,6 +82,7 @@ class RenderOptions:
     models: Sequence[str] | None = None
     kernels: Sequence[str] = ()
     accelerator: str = "auto"
+    internet: bool = True
     machine_shape: str | None = None
     infer_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +140,9 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
         checkpoint = f"{owner}/{train_slug}-ckpt"
     if checkpoint:
         _check_handle(checkpoint, "checkpoint dataset", "--checkpoint-dataset")
+    if kernel == "train" and checkpoint and not options.internet:
+        raise MetadataError(f"internet off cannot mirror checkpoints to {checkpoint}: pass --checkpoint-dataset '' "
+                            "(checkpoints then survive only as the Batch output) or turn internet on")
     competitions = list(train_meta.get("competition_sources") or [])
     competition = options.competition or (competitions[0] if competitions else None)
     if not competition:
@@ -164,7 +170,7 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
             "language": "python",
             "kernel_type": "notebook",
             "enable_gpu": options.accelerator != "cpu",
-            "enable_internet": True,
+            "enable_internet": options.internet,
             "dataset_sources": datasets,
             "competition_sources": competitions,
             "kernel_sources": kernels,
@@ -523,7 +529,7 @@ def _options(args: argparse.Namespace) -> RenderOptions:
         config=args.config, overrides=tuple(args.set or ()), competition=args.competition,
         code_dataset=args.code_dataset, checkpoint_dataset=args.checkpoint_dataset, datasets=tuple(args.dataset or ()),
         models=tuple(args.model) if args.model else None, kernels=tuple(args.kernel_source or ()),
-        accelerator=args.accelerator,
+        accelerator=args.accelerator, internet=args.internet == "on",
         machine_shape=args.machine_shape, infer_id=args.infer_id, extra=_parse_params(args.param or ()),
     )
 
@@ -543,6 +549,8 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel-source", action="append", help="a notebook's output to attach, owner/slug "
                         "(repeatable), e.g. the previous run's checkpoints when mirroring is off")
     parser.add_argument("--accelerator", default="auto", choices=("auto", "gpu", "cpu"), help="device plan")
+    parser.add_argument("--internet", default="on", choices=("on", "off"), help="internet for the training kernel "
+                        "(off needs --checkpoint-dataset '')")
     parser.add_argument("--machine-shape", help="kernel machine_shape, e.g. NvidiaTeslaT4")
     parser.add_argument("--infer-id", help="inference kernel owner/slug (default: <owner>/<kernel>-infer)")
     parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="another notebook parameter as a "

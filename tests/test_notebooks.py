@@ -95,11 +95,15 @@ def test_root_metadata_names_the_rendered_training_notebook(tmp_path):
 
 def test_render_refuses_bad_input(tmp_path):
     root = make_project(tmp_path / "proj")
+    with pytest.raises(MetadataError, match="internet off cannot mirror"):
+        render(root, "train", RenderOptions(internet=False))
+    offline = render(root, "train", RenderOptions(internet=False, checkpoint_dataset=""))
+    assert offline.metadata["enable_internet"] is False and injected(offline.notebook)["checkpoint_dataset"] is None
+    with pytest.raises(MetadataError, match="checkpoint dataset"):
+        render(root, "infer", RenderOptions(checkpoint_dataset=""))
     (root / "notebooks" / "train.py").write_text("# %%\nx = 1\n")
     with pytest.raises(MetadataError, match="no cell tagged 'parameters'"):
         render(root, "train")
-    with pytest.raises(MetadataError, match="checkpoint dataset"):
-        render(root, "infer", RenderOptions(checkpoint_dataset=""))
     (root / "kernel-metadata.json").write_text("{not json")
     with pytest.raises(MetadataError, match="kernel-metadata.json is not valid JSON"):
         render(root, "infer")
