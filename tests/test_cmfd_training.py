@@ -32,7 +32,7 @@ def test_short_training_beats_all_authentic(tmp_path: Path) -> None:
         root = make_synthetic_competition(
             tmp_path / "comp", n_cases=48, size=112, seed=0, n_test=8, settings=easy, fixed_size=True
         )
-        cfg = load_cmfd_config("tiny", ["train.lr=5e-3"])
+        cfg = load_cmfd_config("tiny")
         train, val = split_cases(scan_competition(root), val_fraction=0.25, seed=0)
         data = CMFDDataset(train, image_size=cfg.data.image_size, augment=True, synthetic_prob=0.5, synthetic=easy)
         model = build_model(cfg)
@@ -65,3 +65,27 @@ def test_short_training_beats_all_authentic(tmp_path: Path) -> None:
         assert 0.0 <= score_files(solution_path(root), out) <= 1.0
     finally:
         torch.set_num_threads(threads)
+
+
+def test_entry_points_plug_into_the_generic_training_loop(tmp_path: Path) -> None:
+    import functools
+
+    from kaggle_kit.cmfd.data import load_splits
+    from kaggle_kit.cmfd.inference import validation_score
+    from kaggle_kit.training import ScoreFunction, supervised_loss, train
+
+    root = make_synthetic_competition(tmp_path / "comp", n_cases=6, size=80, seed=1)
+    cfg = load_cmfd_config("tiny", ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=4"])
+    train_cases, val_cases = load_splits(root, cfg.data)
+    result = train(
+        build_model(cfg),
+        CMFDDataset(train_cases, image_size=cfg.data.image_size, augment=True),
+        functools.partial(supervised_loss, CMFDLoss(cfg.loss)),
+        cfg.train,
+        evaluate=ScoreFunction(validation_score, args=(val_cases, cfg)),
+        output_dir=tmp_path / "out",
+        progress=False,
+        plot=False,
+    )
+    assert result.status == "finished" and result.step == 2
+    assert 0.0 <= result.history[-1]["val_score"] <= 1.0

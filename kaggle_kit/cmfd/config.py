@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable
 
 from kaggle_kit.config import load_config
+from kaggle_kit.training import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -100,16 +101,6 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Optimiser settings the training loop reads."""
-
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 8
-    epochs: int = 10
-
-
-@dataclass
 class CMFDConfig:
     """Everything the CMFD workload needs."""
 
@@ -119,6 +110,7 @@ class CMFDConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    # The generic training loop's own schema, so this section is handed to `kaggle_kit.training.train` as it is.
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

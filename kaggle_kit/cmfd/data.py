@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from kaggle_kit.cmfd.config import DataConfig
 from kaggle_kit.cmfd.synthetic import CopyMoveSettings, copy_move
 from kaggle_kit.errors import InputNotFoundError
 
@@ -105,6 +106,12 @@ def split_cases(cases: list[Case], *, val_fraction: float, seed: int) -> tuple[l
     n_val = max(1, round(len(groups) * val_fraction))
     val_groups = set(groups[:n_val])
     return [c for c in cases if c.group not in val_groups], [c for c in cases if c.group in val_groups]
+
+
+def load_splits(root: Path, cfg: DataConfig) -> tuple[list[Case], list[Case]]:
+    """Scan a competition folder and split it as ``cfg`` says (supplemental data, validation fraction, seed)."""
+    cases = scan_competition(root, supplemental=cfg.supplemental)
+    return split_cases(cases, val_fraction=cfg.val_fraction, seed=cfg.seed)
 
 
 def letterbox(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
