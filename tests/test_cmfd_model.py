@@ -205,3 +205,18 @@ def test_config_numbers_are_typed() -> None:
     assert tiny.train.lr == pytest.approx(1e-3)
     with pytest.raises(ConfigError, match="lr"):
         load_cmfd_config("tiny", ["train.lr=fast"])
+
+
+def test_predicted_offsets_point_from_copy_to_source_in_original_pixels(tiny_model: torch.nn.Module) -> None:
+    import numpy as np
+
+    from kaggle_kit.cmfd.inference import predict_image
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((224, 252, 3)) * 255).astype(np.uint8)
+    image[112:168, 140:196] = image[0:56, 28:84]  # a copy 112 rows down, 112 columns right
+    # Resized by 0.5 to 112 x 126, the copy sits on the ViT's 14-pixel grid, so its tokens repeat the source's.
+    pred = predict_image(tiny_model, image, max_size=126)
+    assert pred.prob.shape == (224, 252) and pred.offsets.shape == (2, 224, 252)
+    dy, dx = pred.offsets[:, 140, 168]  # the centre of the copy
+    assert (round(float(dy)), round(float(dx))) == (-112, -112)

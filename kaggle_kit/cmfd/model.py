@@ -41,7 +41,9 @@ class CMFDNet(nn.Module):
         self.multiple = pad_multiple(backbone.patch_size, stride)
         d = cfg.decoder.channels
         k = cfg.correlation.top_k
-        self.project = nn.Sequential(nn.Conv2d(backbone.out_channels, d, 1, bias=False), nn.GroupNorm(8, d), nn.GELU())
+        self.project = nn.Sequential(
+            nn.Conv2d(backbone.out_channels, d, 1, bias=False), nn.GroupNorm(math.gcd(8, d), d), nn.GELU()
+        )
         # No normalisation over space after the correlation: it would erase how high an image's best matches are,
         # which is what tells a forged image from an authentic one.
         self.match = _conv(4 * k, d, norm=False)
@@ -88,8 +90,8 @@ class CMFDNet(nn.Module):
         low = self.stem(padded)
         parts = [F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False), low.to(x.dtype)]
         if self.fine_k:
-            # A second, fine correlation on the stem's features at the decoder stride: copies smaller than a ViT
-            # patch, or shifted off the 14-pixel grid, still match exactly there.
+            # A second self-correlation on the stem's features, on a grid `stride` pixels fine instead of 14, for
+            # copies smaller than a ViT patch (a trained stem supplies the descriptors; at init they match poorly).
             fine = low - low.mean(dim=(2, 3), keepdim=True)
             f_scores, f_offsets = self_correlation(
                 fine, top_k=self.fine_k, exclude_radius=self.cfg.decoder.fine_exclude_radius, chunk=c.chunk
