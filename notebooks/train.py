@@ -68,20 +68,18 @@ print(clock.describe())
 import dataclasses
 
 from kaggle_kit.cmfd.config import load_cmfd_config
-from kaggle_kit.training import TrainConfig
 
 cfg = load_cmfd_config(config if config in ("default", "tiny") else root.path / config, overrides)
-train_cfg = TrainConfig(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
-                        weight_decay=cfg.train.weight_decay, seed=cfg.data.seed, **train_options)
+train_cfg = dataclasses.replace(cfg.train, **train_options)
+train_cfg.validate()
 print(dataclasses.asdict(train_cfg))
 
 # %% data
-from kaggle_kit.cmfd.data import CMFDDataset, scan_competition, split_cases
+from kaggle_kit.cmfd.data import CMFDDataset, load_splits
 from kaggle_kit.env import find_input, working_dir
 
 competition_dir = find_input(competition, kind="competition")
-cases = scan_competition(competition_dir, supplemental=cfg.data.supplemental)
-train_cases, val_cases = split_cases(cases, val_fraction=cfg.data.val_fraction, seed=cfg.data.seed)
+train_cases, val_cases = load_splits(competition_dir, cfg.data)
 train_set = CMFDDataset(train_cases, image_size=cfg.data.image_size, augment=True, seed=cfg.data.seed)
 print(f"{competition_dir}: {len(train_cases)} training and {len(val_cases)} validation images")
 
@@ -96,14 +94,15 @@ from kaggle_kit.training import ScoreFunction, seed_everything, supervised_loss
 seed_everything(cfg.data.seed)
 model = build_model(cfg)
 loss_fn = partial(supervised_loss, CMFDLoss(cfg.loss))
-evaluate = ScoreFunction(validation_score, "score", args=(val_cases, cfg))
+evaluate = ScoreFunction(validation_score, train_cfg.monitor, args=(val_cases, cfg))
 print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 # %% restore: the newest checkpoint from this session, the attached inputs or the mirror dataset
 from kaggle_kit.training import checkpointer_for_rank
 
 make_checkpointer = partial(checkpointer_for_rank, directory=working_dir() / "checkpoints", mirror=checkpoint_dataset,
-                            every_minutes=checkpoint_every_minutes, monitor="score", mode="max", config=cfg)
+                            every_minutes=checkpoint_every_minutes, monitor=train_cfg.monitor,
+                            mode=train_cfg.monitor_mode, config=cfg)
 checkpointer = make_checkpointer(0)
 restored = checkpointer.restore(model=model)
 print("fresh start" if restored is None else f"resuming at step {restored.step} from {restored.source}")
