@@ -566,6 +566,8 @@ def _worker_main() -> None:
 class DatasetMirror:
     """Uploads checkpoints to a private Kaggle Dataset ``owner/slug`` from a background process.
 
+    Use it from one thread (the training loop's); its uploader process does the waiting.
+
     Args:
         handle: the dataset, ``owner/slug`` (slug 6-50 letters, digits or dashes); created private on first use.
         credentials: Kaggle credentials; found like the kaggle client does, then in Kaggle Secrets, when None.
