@@ -3,7 +3,8 @@
 The descriptor of a location is the mean of the features in a ``patch x patch`` window, which is exactly what
 average pooling computes; the first attempt built the same values with ``F.unfold`` and a mean, through a
 (B, C*patch*patch, N) intermediate. Queries are processed in chunks, so memory is bounded by
-``chunk x N`` similarities however large the image.
+``chunk x N`` similarities however large the image, and the backward pass gathers only the top-k pairs instead of
+rebuilding similarity-sized gradients.
 """
 
 from __future__ import annotations
