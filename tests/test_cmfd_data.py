@@ -168,3 +168,17 @@ def test_submission_writer_keeps_order_and_validates(tmp_path: Path) -> None:
     with pytest.raises(SubmissionError, match="case_id 20 .* has no prediction"):
         write_submission({"10": "authentic", "30": "authentic"}, sample, bad, shapes=shapes)
     assert not bad.exists() and not list(tmp_path.glob(".submission-*"))
+
+
+def test_synth_command_writes_a_scorable_competition(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kaggle_kit.cli import main
+
+    dest = tmp_path / "comp"
+    assert main(["cmfd", "synth", str(dest), "--n-cases", "2", "--n-test", "2", "--size", "64"]) == 0
+    assert (dest / "sample_submission.csv").is_file() and solution_path(dest).is_file()
+    assert main(["cmfd", "score", "--solution", str(solution_path(dest)),
+                 "--submission", str(dest / "sample_submission.csv")]) == 0
+    assert float(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(0.5)  # one of two is forged
+    with pytest.raises(SystemExit):
+        main(["cmfd", "synth", str(dest)])  # refuses to write into a non-empty folder
+    assert "not empty" in capsys.readouterr().err

@@ -173,15 +173,22 @@ def copy_move(
             a = max(1, s.align)
             sy, sx = a * int(rng.integers(0, (h - rh) // a + 1)), a * int(rng.integers(0, (w - rw) // a + 1))
             src_box = (sx, sy, sx + rw, sy + rh)
-            region = source_region = _region_mask(rng, rh, rw)
-            patch = source_img.crop(src_box)
-            if rng.random() < s.flip_prob:
+            source_region = _region_mask(rng, rh, rw)
+            flip, scale, rotate = (rng.random() < p for p in (s.flip_prob, s.scale_prob, s.rotate_prob))
+            # Resampling reads pixels around the region: crop some real context so no black fill bleeds in.
+            ctx = 4 if (scale or rotate) else 0
+            x0, y0 = max(0, sx - ctx), max(0, sy - ctx)
+            x1, y1 = min(w, sx + rw + ctx), min(h, sy + rh + ctx)
+            patch = source_img.crop((x0, y0, x1, y1))
+            region = Image.new("L", patch.size, 0)
+            region.paste(source_region, (sx - x0, sy - y0))
+            if flip:
                 patch, region = patch.transpose(Image.FLIP_LEFT_RIGHT), region.transpose(Image.FLIP_LEFT_RIGHT)
-            if rng.random() < s.scale_prob:
+            if scale:
                 f = rng.uniform(*s.scale)
-                size = (max(4, int(rw * f)), max(4, int(rh * f)))
+                size = (max(4, int(patch.width * f)), max(4, int(patch.height * f)))
                 patch, region = patch.resize(size, Image.BICUBIC), region.resize(size, Image.NEAREST)
-            if rng.random() < s.rotate_prob:
+            if rotate:
                 angle = float(rng.uniform(-s.max_angle, s.max_angle))
                 patch = patch.rotate(angle, Image.BICUBIC, expand=True)
                 region = region.rotate(angle, Image.NEAREST, expand=True)
