@@ -220,3 +220,11 @@ def test_predicted_offsets_point_from_copy_to_source_in_original_pixels(tiny_mod
     assert pred.prob.shape == (224, 252) and pred.offsets.shape == (2, 224, 252)
     dy, dx = pred.offsets[:, 140, 168]  # the centre of the copy
     assert (round(float(dy)), round(float(dx))) == (-112, -112)
+
+
+def test_from_checkpoint_needs_no_pretrained_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(tmp_path))  # nothing attached
+    cfg = load_cmfd_config("tiny", ["backbone.weights=auto"])
+    with pytest.raises(WeightsNotFoundError):
+        build_model(cfg)
+    assert build_model(cfg, from_checkpoint=True).multiple == 28

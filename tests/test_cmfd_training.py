@@ -14,7 +14,8 @@ from kaggle_kit.cmfd.inference import predict_cases, predict_folder, score_predi
 from kaggle_kit.cmfd.losses import CMFDLoss
 from kaggle_kit.cmfd.metric import score_files
 from kaggle_kit.cmfd.model import build_model
-from kaggle_kit.cmfd.synthetic import CopyMoveSettings, make_synthetic_competition, solution_path
+from kaggle_kit.cmfd.rehearsal import WORKLOAD, make_demo_competition
+from kaggle_kit.cmfd.synthetic import make_synthetic_competition
 
 STEPS = 300
 
@@ -25,16 +26,13 @@ def test_short_training_beats_all_authentic(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     try:
-        # The easy setting: exact translated copies on the tiny random ViT's patch grid, so that its features
-        # (no pretraining) match where the content repeats; everything downstream is the real pipeline.
-        easy = CopyMoveSettings.easy(align=14)
-        easy = CopyMoveSettings(**{**easy.__dict__, "region_frac": (0.25, 0.33)})
-        root = make_synthetic_competition(
-            tmp_path / "comp", n_cases=48, size=112, seed=0, n_test=8, settings=easy, fixed_size=True
-        )
+        # The rehearsal's easy competition: exact translated copies on the tiny random ViT's patch grid, so that
+        # its features (no pretraining) match where the content repeats; everything downstream is the real pipeline.
+        root = tmp_path / "comp"
+        solution = make_demo_competition(root, 0)
         cfg = load_cmfd_config("tiny")
         train, val = split_cases(scan_competition(root), val_fraction=0.25, seed=0)
-        data = CMFDDataset(train, image_size=cfg.data.image_size, augment=True, synthetic_prob=0.5, synthetic=easy)
+        data = CMFDDataset.from_config(train, cfg.data, augment=True)
         model = build_model(cfg)
         loss_fn = CMFDLoss(cfg.loss)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -62,7 +60,7 @@ def test_short_training_beats_all_authentic(tmp_path: Path) -> None:
         # The same model writes a valid submission for the synthetic test set, scored by the real scorer.
         cfg.postprocess = tuned
         out = predict_folder(model, root / "test_images", root / "sample_submission.csv", tmp_path / "sub.csv", cfg)
-        assert 0.0 <= score_files(solution_path(root), out) <= 1.0
+        assert 0.0 <= score_files(solution, out) <= 1.0
     finally:
         torch.set_num_threads(threads)
 
@@ -89,3 +87,13 @@ def test_entry_points_plug_into_the_generic_training_loop(tmp_path: Path) -> Non
     )
     assert result.status == "finished" and result.step == 2
     assert 0.0 <= result.history[-1]["val_score"] <= 1.0
+
+
+def test_rehearsal_workload_is_registered_and_scores(tmp_path: Path) -> None:
+    from kaggle_kit.rehearsal import load_workload
+
+    assert load_workload("cmfd") is WORKLOAD
+    solution = WORKLOAD.make_competition(tmp_path / WORKLOAD.competition, 3)
+    baseline = WORKLOAD.baseline(tmp_path / WORKLOAD.competition, solution)
+    assert baseline == pytest.approx(0.5)  # half the demo's test images are authentic
+    assert WORKLOAD.score(solution, solution) == pytest.approx(1.0)

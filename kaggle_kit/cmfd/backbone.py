@@ -73,15 +73,22 @@ class DinoBackbone(nn.Module):
         return self.vit.get_intermediate_layers(x, n=1, reshape=True, norm=self.cfg.norm)[0]
 
 
-def build_backbone(cfg: BackboneConfig) -> DinoBackbone:
+def build_backbone(cfg: BackboneConfig, *, from_checkpoint: bool = False) -> DinoBackbone:
     """Build the backbone and load its weights as configured.
+
+    Args:
+        cfg: shape and weights.
+        from_checkpoint: the caller restores a trained checkpoint (backbone included) right after, so no pretrained
+            weights are needed (inference with the DINOv2 model not attached).
 
     Raises:
         WeightsNotFoundError: pretrained weights are configured and not found; the message lists every place looked.
         CheckpointError: a weights file was found but does not fit the configured shape.
     """
     model = DinoBackbone(cfg)
-    if cfg.weights.strip().lower() == RANDOM:
+    if from_checkpoint:
+        log.info("backbone %s: weights left for the checkpoint to restore", cfg.name)
+    elif cfg.weights.strip().lower() == RANDOM:
         log.warning(
             "backbone %s (embed %d, depth %d): RANDOM weights, because backbone.weights is 'random'; "
             "this is for tests and demos, not for training a real model",

@@ -98,6 +98,12 @@ class DataConfig:
     val_fraction: float = 0.2
     supplemental: bool = False
     seed: int = 0
+    # Share of authentic training images forged on the fly by the synthetic generator.
+    synthetic_prob: float = 0.0
+    # On-the-fly forgeries: the easy kind (large translated copies) instead of the full range of transforms.
+    synthetic_easy: bool = False
+    # With synthetic_easy: copies on a grid of this many pixels (14 = the ViT's patches, for random-init demos).
+    synthetic_align: int = 1
 
 
 @dataclass

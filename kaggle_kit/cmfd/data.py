@@ -153,6 +153,13 @@ class CMFDDataset(Dataset):
         self.seed = seed
         self.epoch = 0
 
+    @classmethod
+    def from_config(cls, cases: list[Case], cfg: DataConfig, *, augment: bool) -> "CMFDDataset":
+        """The dataset ``cfg`` describes: its image size, seed and on-the-fly synthetic forgeries."""
+        synthetic = CopyMoveSettings.easy(align=cfg.synthetic_align) if cfg.synthetic_easy else CopyMoveSettings()
+        return cls(cases, image_size=cfg.image_size, augment=augment, synthetic_prob=cfg.synthetic_prob,
+                   synthetic=synthetic, seed=cfg.seed)
+
     def set_epoch(self, epoch: int) -> None:
         """Vary augmentation per epoch while staying reproducible."""
         self.epoch = epoch

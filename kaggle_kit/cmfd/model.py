@@ -102,6 +102,10 @@ class CMFDNet(nn.Module):
         return crop_to(logits, size), scores[:, :1], offsets[:, :2]
 
 
-def build_model(cfg: CMFDConfig) -> CMFDNet:
-    """The model factory: backbone (weights as configured, see `build_backbone`) plus correlation and decoder."""
-    return CMFDNet(cfg, build_backbone(cfg.backbone))
+def build_model(cfg: CMFDConfig, *, from_checkpoint: bool = False) -> CMFDNet:
+    """The model factory: backbone (weights as configured, see `build_backbone`) plus correlation and decoder.
+
+    Pass ``from_checkpoint=True`` when a trained checkpoint is restored right after (inference): the pretrained
+    backbone weights are then neither needed nor looked for.
+    """
+    return CMFDNet(cfg, build_backbone(cfg.backbone, from_checkpoint=from_checkpoint))

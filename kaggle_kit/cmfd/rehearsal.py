@@ -1,35 +1,43 @@
-"""The CMFD workload as `kaggle-kit rehearse` runs it: a small synthetic competition and its exact metric."""
+"""What `kaggle-kit rehearse` needs from the CMFD workload (entry point ``kaggle_kit.workloads: cmfd``).
+
+The rehearsal's competition is small and easy on purpose: large translated copies on the 14-pixel patch grid of
+112-pixel images, which the tiny random-init config learns in a few hundred CPU steps.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from kaggle_kit.cmfd.metric import score_files
-from kaggle_kit.cmfd.synthetic import make_synthetic_competition, solution_path
+from kaggle_kit.cmfd.synthetic import CopyMoveSettings, make_synthetic_competition, solution_path
 from kaggle_kit.rehearsal import RehearsalWorkload
 
 COMPETITION = "recodai-luc-scientific-image-forgery-detection"
-# Small enough for a few CPU minutes, large enough that training beats predicting `authentic` everywhere.
-REHEARSAL_CASES = 48
-REHEARSAL_IMAGE_SIZE = 112
+DEMO_CASES = 48
+DEMO_TEST = 8
+DEMO_SIZE = 112  # the tiny config's data.image_size, so letterboxing keeps the copies on the patch grid
+DEMO_SETTINGS = CopyMoveSettings.easy(align=14)
 
 
-def _make_competition(dest: Path, seed: int) -> Path:
-    make_synthetic_competition(dest, n_cases=REHEARSAL_CASES, size=REHEARSAL_IMAGE_SIZE, seed=seed)
+def make_demo_competition(dest: Path, seed: int) -> Path:
+    """Write the rehearsal's synthetic competition at ``dest``; returns its solution CSV (outside ``dest``)."""
+    make_synthetic_competition(
+        dest, n_cases=DEMO_CASES, size=DEMO_SIZE, seed=seed, n_test=DEMO_TEST, settings=DEMO_SETTINGS, fixed_size=True
+    )
     return solution_path(dest)
 
 
-def _authentic_everywhere(competition_dir: Path, solution: Path) -> float:
-    # sample_submission.csv predicts `authentic` for every image: the baseline any model must beat.
-    return score_files(solution, competition_dir / "sample_submission.csv")
+def all_authentic_score(competition_dir: Path, solution: Path) -> float:
+    """The score of sample_submission.csv, which predicts ``authentic`` for every test image."""
+    return score_files(solution, Path(competition_dir) / "sample_submission.csv")
 
 
 WORKLOAD = RehearsalWorkload(
     name="cmfd",
     competition=COMPETITION,
     config="tiny",
-    make_competition=_make_competition,
+    make_competition=make_demo_competition,
     score=score_files,
-    baseline=_authentic_everywhere,
-    baseline_name="`authentic`",
+    baseline=all_authentic_score,
+    baseline_name="authentic everywhere",
 )

@@ -109,10 +109,10 @@ class CopyMoveSettings:
 
     @classmethod
     def easy(cls, *, align: int = 1) -> "CopyMoveSettings":
-        """Translation only, hard edges, no degradation; ``align`` snaps source and copy to a pixel grid."""
+        """Large translated copies, hard edges, no degradation; ``align`` snaps source and copy to a pixel grid."""
         return cls(
-            rotate_prob=0.0, scale_prob=0.0, flip_prob=0.0, soft_edge_prob=0.0, noise_prob=0.0, jpeg_prob=0.0,
-            align=align,
+            region_frac=(0.25, 0.33), rotate_prob=0.0, scale_prob=0.0, flip_prob=0.0, soft_edge_prob=0.0,
+            noise_prob=0.0, jpeg_prob=0.0, align=align,
         )
 
 
