@@ -134,6 +134,8 @@ def bench(args: argparse.Namespace) -> dict:
             busy_steps: list[float] = []
             idle_steps: list[float] = []
             for _ in range(args.blocks):
+                # An upload left running from the previous active block would slow the bare steps.
+                assert mirror.flush(timeout=600), mirror.status()
                 for _ in range(args.block_steps):
                     bare.append(loop.step())
                 for _ in range(args.block_steps):
