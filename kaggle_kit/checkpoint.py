@@ -850,7 +850,8 @@ class Checkpointer:
             except Exception:  # noqa: BLE001 - not attached is the common case; attached_inputs() covers the rest
                 pass
         try:
-            roots.extend(Path(i.path) for i in env.attached_inputs())
+            # Competition data never holds checkpoints; skipping it spares a walk over thousands of images.
+            roots.extend(Path(i.path) for i in env.attached_inputs() if i.kind != "competition")
         except Exception as exc:  # noqa: BLE001 - a broken input folder must not stop a resume
             warnings.warn(f"could not list attached inputs: {exc}", stacklevel=3)
         seen: set[Path] = set()
