@@ -136,7 +136,12 @@ def score_rows(
     if not expected:
         raise SubmissionError(f"{source}: the solution has no rows to score")
     predicted = dict(submission)
-    scores = [image_score(row.annotation, str(predicted[row.case_id]), row.shape) for row in solution]
+    scores = []
+    for n, row in enumerate(solution, start=2):
+        try:
+            scores.append(image_score(row.annotation, str(predicted[row.case_id]), row.shape))
+        except SubmissionError as exc:  # the submission was checked above, so the label is at fault
+            raise SubmissionError(f"solution row {n} (case_id {row.case_id}): {exc}") from None
     return float(np.mean(scores))
 
 
