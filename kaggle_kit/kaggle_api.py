@@ -10,8 +10,11 @@ seam the client has: kagglesdk's endpoint table, read whenever a client is const
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -160,6 +163,26 @@ def apply_endpoint_override() -> str | None:
     return None
 
 
+def import_kaggle_api() -> type:
+    """``KaggleApi``, imported without the side effects of the ``kaggle`` package's own import.
+
+    ``import kaggle`` tries to authenticate from files and the environment; without credentials there it prints
+    "Authentication required" and calls ``exit()``, which also closes ``sys.stdin``. The kit hands credentials to
+    the client in memory, so that attempt means nothing: it gets a throwaway stdin and its text is swallowed.
+    """
+    if "kaggle" not in sys.modules:
+        stdin = sys.stdin
+        sys.stdin = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                import kaggle  # noqa: F401
+        finally:
+            sys.stdin = stdin
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+    return KaggleApi
+
+
 def make_api(credentials: Credentials | None = None) -> KaggleApi:
     """A ``KaggleApi`` authenticated in memory with ``credentials`` (found with :func:`find_credentials` if None).
 
@@ -174,8 +197,7 @@ def make_api(credentials: Credentials | None = None) -> KaggleApi:
             "KAGGLE_USERNAME and KAGGLE_KEY"
         )
     apply_endpoint_override()
-    from kaggle.api.kaggle_api_extended import KaggleApi
-
+    KaggleApi = import_kaggle_api()
     api = KaggleApi()
     # An instance dict, so the class-level default is never shared or mutated.
     api.config_values = {}

@@ -181,7 +181,6 @@ class _Retrying:
     def api(self) -> Any:
         from kaggle_kit.kaggle_api import make_api
 
-        _import_client_quietly()
         return make_api(self.credentials)
 
     def wait(self, seconds: float) -> None:
@@ -481,24 +480,6 @@ class _Uploader(_Retrying):
         (folder / LEDGER_FILE).write_text(json.dumps(ledger, indent=1))
 
 
-def _import_client_quietly() -> None:
-    """Import the kaggle client without the side effects of its package's import.
-
-    ``import kaggle`` tries to authenticate from files and the environment; without credentials there it prints
-    "Authentication required" and calls ``exit()``, which closes ``sys.stdin``. The kit hands credentials to the
-    client in memory, so that attempt means nothing here: give it a throwaway stdin and swallow its text.
-    """
-    if "kaggle" in sys.modules:
-        return
-    stdin = sys.stdin
-    sys.stdin = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            import kaggle  # noqa: F401
-    finally:
-        sys.stdin = stdin
-
-
 def _release(proc: subprocess.Popen[bytes]) -> None:
     if proc.stdin is not None and not proc.stdin.closed:
         try:
@@ -520,7 +501,7 @@ def _die_with_parent() -> None:
 
 def _worker_main() -> None:
     """The uploader process: JSON lines in on stdin (first the settings and credentials), results out on fd 1."""
-    from kaggle_kit.kaggle_api import Credentials
+    from kaggle_kit.kaggle_api import Credentials, import_kaggle_api
 
     _die_with_parent()
     # SIGTERM/Ctrl-C reach the whole process group; the parent turns them into a final save and a flush, which
@@ -540,7 +521,7 @@ def _worker_main() -> None:
         with lock:
             protocol.write(json.dumps(message) + "\n")
 
-    _import_client_quietly()  # before the first checkpoint arrives, so its upload starts at once
+    import_kaggle_api()  # before the first checkpoint arrives, so its upload starts at once
     init = json.loads(sys.stdin.readline())
     kind = ""
     uploader = _Uploader(_Settings(**init["settings"]), Credentials(**init["credentials"]), send)

@@ -266,7 +266,8 @@ def render(
     target = folder / meta["code_file"]
     nbformat.write(notebook, target)
     (folder / _KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
-    warnings = _root_drift(root, meta, target) if kernel == "train" else ()
+    # Drift from the root metadata matters only for the default build folder, which the root's code_file names.
+    warnings = _root_drift(root, meta, target) if kernel == "train" and out_dir is None else ()
     return RenderedKernel(kernel=kernel, folder=folder, notebook=target, metadata=meta, parameters=parameters,
                           warnings=warnings)
 
@@ -423,8 +424,13 @@ def push(
     *,
     lint: bool = True,
     api: Any = None,
+    out_dir: Path | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Renders, lints and pushes one kernel through the Python API, checking the reply's error fields.
+
+    ``out_dir`` is where the kernel folder is rendered (default ``<root>/notebooks/build/<kernel>``);
+    ``timeout_s`` caps the run's time (Kaggle's ``sessionTimeoutSeconds``).
 
     Returns:
         ``{"ref", "version", "url", "folder"}``.
@@ -436,7 +442,7 @@ def push(
     from kaggle_kit.kaggle_api import make_api
 
     options = options or RenderOptions()
-    rendered = render(root, kernel, options)
+    rendered = render(root, kernel, options, out_dir=out_dir)
     if lint:
         from kaggle_kit.lint import lint_kernel_metadata
 
@@ -453,7 +459,7 @@ def push(
                                 + "\n  ".join(map(str, blocking)))
     api = api or make_api()
     try:
-        response = api.kernels_push(str(rendered.folder))
+        response = api.kernels_push(str(rendered.folder), timeout=str(int(timeout_s)) if timeout_s else None)
     except ValueError as exc:
         raise MetadataError(f"{rendered.folder / _KERNEL_METADATA}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - requests' HTTPError carries the server's message

@@ -294,7 +294,8 @@ class SimServer:
 
     def _start_blob_upload(self, body: dict[str, Any], user: str) -> dict[str, Any]:
         name = str(body.get("name") or "")
-        length = _int(body.get("contentLength"), -1)
+        # The client leaves out fields equal to their default, so an empty file arrives without contentLength.
+        length = _int(body.get("contentLength", 0), -1)
         if not name or "/" in name or length < 0:
             raise _ApiError(400, "StartBlobUpload needs a file name without '/' and a contentLength >= 0")
         token = _secrets.token_hex(16)
