@@ -82,6 +82,9 @@ class RehearsalOptions:
         checkpoint_every_s: The checkpoint cadence inside the sessions.
         seed: Seeds the synthetic competition.
         workload: The workload's entry-point name.
+        overrides: More config overrides on top of the workload's (e.g. ``train.epochs=4``).
+        infer: Run the inference notebook and score its submission.
+        session_timeout_s: Real-time cap of every session that is not meant to be killed.
     """
 
     kill_after_s: float = 45.0
@@ -94,6 +97,8 @@ class RehearsalOptions:
     checkpoint_every_s: float = 6.0
     seed: int = 0
     workload: str = "cmfd"
+    overrides: tuple[str, ...] = ()
+    infer: bool = True
     session_timeout_s: float = 600.0
 
 
@@ -128,9 +133,12 @@ class RehearsalReport:
     wall_s: float = 0.0
     workdir: Path | None = None
 
+    inferred: bool = True
+
     @property
     def ok(self) -> bool:
-        return self.submission_valid and all(s.status in ("COMPLETE", "KILLED") for s in self.sessions)
+        sessions_ok = all(s.status in ("COMPLETE", "KILLED") for s in self.sessions)
+        return sessions_ok and (self.submission_valid or not self.inferred)
 
 
 def load_workload(name: str) -> RehearsalWorkload:
@@ -225,7 +233,7 @@ class _Rehearsal:
         self.options = options
         self.workload = workload
         self.workdir = options.workdir.resolve()
-        self.report = RehearsalReport(workdir=self.workdir)
+        self.report = RehearsalReport(workdir=self.workdir, inferred=options.infer)
         self.owner = _project_owner(root)
         self.key = secrets.token_hex(16)
         self.mirroring = options.internet
@@ -259,7 +267,8 @@ class _Rehearsal:
                 self._train_interactive(sandbox, competition_dir)
             else:
                 self._train_batch()
-            self._infer(solution)
+            if self.options.infer:
+                self._infer(solution)
             self._versions()
         self.report.wall_s = time.monotonic() - started
         return self.report
@@ -273,7 +282,7 @@ class _Rehearsal:
             train_options["deadline_margin_s"] = 0.0
         return RenderOptions(
             config=self.workload.config,
-            overrides=self.workload.overrides,
+            overrides=(*self.workload.overrides, *self.options.overrides),
             competition=self.workload.competition,
             checkpoint_dataset=self.checkpoint_dataset,
             kernels=(self.train_ref,) if kernel == "train" and not self.mirroring and self.train_ref else (),
@@ -512,7 +521,9 @@ def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -
     if report.final_score is not None:
         lines.append(f"final validation score: {report.final_score:.4f} "
                      f"(baseline, predicting {workload_baseline}: {report.baseline_score:.4f})")
-    if report.submission_valid:
+    if not report.inferred:
+        lines.append("submission: not rehearsed (--no-infer)")
+    elif report.submission_valid:
         lines.append(f"submission: valid, test score {report.submission_score:.4f} "
                      f"(baseline {report.baseline_score:.4f})")
     else:
@@ -527,7 +538,7 @@ def _command(args: argparse.Namespace) -> int:
     options = RehearsalOptions(
         kill_after_s=args.kill_after, run_type=args.type, accelerator=args.accelerator, internet=not args.no_internet,
         workdir=Path(args.workdir), keep=args.keep, deadline_stop=args.deadline_stop, seed=args.seed,
-        workload=args.workload,
+        workload=args.workload, overrides=tuple(args.set or ()), infer=not args.no_infer,
     )
     report = rehearse(args.root, options)
     print(format_report(report, load_workload(options.workload).baseline_name))
@@ -551,5 +562,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep", action="store_true", help="leave the workdir for inspection")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic competition")
     parser.add_argument("--workload", default="cmfd", help="the workload to rehearse")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
+    parser.add_argument("--no-infer", action="store_true", help="stop after training (no inference session)")
     parser.add_argument("--root", default=None, help="project root (default: found from here)")
     parser.set_defaults(func=_command)

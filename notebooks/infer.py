@@ -67,7 +67,7 @@ from kaggle_kit.cmfd.model import build_model
 from kaggle_kit.env import find_input, temp_dir, working_dir
 from kaggle_kit.errors import CheckpointError
 
-model = build_model(cfg)
+model = build_model(cfg, from_checkpoint=True)  # the checkpoint brings the weights: no DINOv2 download
 scratch = Path(tempfile.mkdtemp(prefix="checkpoints-", dir=temp_dir() if temp_dir().is_dir() else None))
 found = Checkpointer(scratch / "newest", monitor="score", mode="max")
 newest = found.restore(model=model, search_mirror=False)

@@ -80,7 +80,7 @@ from kaggle_kit.env import find_input, working_dir
 
 competition_dir = find_input(competition, kind="competition")
 train_cases, val_cases = load_splits(competition_dir, cfg.data)
-train_set = CMFDDataset(train_cases, image_size=cfg.data.image_size, augment=True, seed=cfg.data.seed)
+train_set = CMFDDataset.from_config(train_cases, cfg.data, augment=True)  # with on-the-fly forgeries
 print(f"{competition_dir}: {len(train_cases)} training and {len(val_cases)} validation images")
 
 # %% model

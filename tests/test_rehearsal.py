@@ -1,0 +1,69 @@
+"""`kaggle-kit rehearse`: a killed run resumed in a second session ends bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kaggle_kit.errors import KaggleKitError
+from kaggle_kit.rehearsal import RehearsalOptions, RehearsalReport, SessionRow, format_report, rehearse
+
+ROOT = Path(__file__).resolve().parents[1]
+# Long enough that a kill lands mid-training after a few mirrored checkpoints, short enough for CI.
+SHORT = ("train.epochs=6",)
+
+
+@pytest.fixture
+def isolated(kaggle_isolation, monkeypatch):
+    monkeypatch.delenv("KAGGLE_KIT_API_ENDPOINT", raising=False)
+    return kaggle_isolation
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_bit_identical_and_submits(tmp_path, isolated):
+    killed = rehearse(ROOT, RehearsalOptions(kill_after_s=30.0, overrides=SHORT, workdir=tmp_path / "killed",
+                                             checkpoint_every_s=2.0))
+    first, second = killed.sessions[0], killed.sessions[1]
+    assert first.status == "KILLED" and second.status == "COMPLETE"
+    assert second.resumed_from and second.resumed_from > 0, "the second session did not resume from the mirror"
+    assert first.lost_steps is not None and first.lost_steps >= 0
+    assert killed.dataset_versions and max(killed.dataset_versions.values()) >= 2
+    assert killed.submission_valid and killed.submission_score is not None
+    assert killed.weights_sha256
+    assert not (tmp_path / "killed").exists(), "without --keep nothing is left behind"
+
+    clean = rehearse(ROOT, RehearsalOptions(kill_after_s=0, overrides=SHORT, workdir=tmp_path / "clean",
+                                            infer=False))
+    assert [s.status for s in clean.sessions] == ["COMPLETE"]
+    assert clean.weights_sha256 == killed.weights_sha256
+
+
+def test_refuses_bad_options_and_a_busy_workdir(tmp_path, isolated):
+    with pytest.raises(KaggleKitError, match="accelerator"):
+        rehearse(ROOT, RehearsalOptions(accelerator="P100", workdir=tmp_path / "a"))
+    with pytest.raises(KaggleKitError, match="run type"):
+        rehearse(ROOT, RehearsalOptions(run_type="Live", workdir=tmp_path / "a"))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "precious.txt").write_text("keep me")
+    with pytest.raises(KaggleKitError, match="not empty"):
+        rehearse(ROOT, RehearsalOptions(workdir=busy))
+    assert (busy / "precious.txt").read_text() == "keep me"
+
+
+def test_summary_names_the_work_lost_and_the_baseline():
+    report = RehearsalReport(
+        sessions=[SessionRow("train #1 (Batch)", "KILLED", 40.0, steps=20, step_end=20, lost_steps=3,
+                             lost_minutes=0.05),
+                  SessionRow("train #2 (Batch)", "COMPLETE", 90.0, steps=34, step_end=54, resumed_from=17)],
+        dataset_versions={"alice/x-ckpt": 7}, final_score=0.61, baseline_score=0.5, submission_valid=True,
+        submission_score=0.66, weights_sha256="ab" * 32, wall_s=150.0,
+    )
+    text = format_report(report, "authentic everywhere")
+    assert "3 steps, 0.05 min" in text
+    assert "alice/x-ckpt: 7 version(s)" in text
+    assert "0.6100 (baseline, predicting authentic everywhere: 0.5000)" in text
+    assert "submission: valid, test score 0.6600" in text
+    report.submission_valid, report.submission_problem = False, "row 3: odd length"
+    assert "NOT valid: row 3: odd length" in format_report(report)
