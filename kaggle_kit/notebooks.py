@@ -151,8 +151,11 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
     if competition not in competitions:
         competitions.insert(0, competition)
     models = list(options.models if options.models is not None else train_meta.get("model_sources") or [])
-    datasets = list(dict.fromkeys([*train_meta.get("dataset_sources", []), code_dataset, *options.datasets,
-                                   *([checkpoint] if checkpoint else [])]))
+    inherited = list(train_meta.get("dataset_sources", []))
+    if not checkpoint:
+        # Mirroring off: the root's default checkpoint dataset may not exist, and attaching it would fail the push.
+        inherited = [d for d in inherited if d != f"{owner}/{train_slug}-ckpt"]
+    datasets = list(dict.fromkeys([*inherited, code_dataset, *options.datasets, *([checkpoint] if checkpoint else [])]))
     kernels = list(dict.fromkeys([*train_meta.get("kernel_sources", []), *options.kernels]))
     parameters: dict[str, Any] = {
         "config": options.config,
@@ -179,9 +182,10 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
     else:
         infer_id = options.infer_id or f"{owner}/{train_slug}-infer"
         _check_handle(infer_id, "inference kernel id", "--infer-id")
-        if not checkpoint:
+        if not checkpoint and not options.kernels:
             raise MetadataError("the inference kernel loads its weights from the checkpoint dataset: pass "
-                                "--checkpoint-dataset owner/slug")
+                                "--checkpoint-dataset owner/slug, or --kernel-source owner/slug for a training "
+                                "run's output when mirroring is off")
         meta = {
             "id": infer_id,
             "title": infer_id.split("/")[1].replace("-", " "),

@@ -87,7 +87,7 @@ class RehearsalOptions:
         session_timeout_s: Real-time cap of every session that is not meant to be killed.
     """
 
-    kill_after_s: float = 45.0
+    kill_after_s: float = 40.0
     run_type: str = "Batch"
     accelerator: str = "none"
     internet: bool = True
@@ -130,6 +130,8 @@ class RehearsalReport:
     submission_valid: bool = False
     submission_problem: str = ""
     weights_sha256: str | None = None
+    gpu_quota_used_h: float | None = None
+    gpu_quota_total_h: float | None = None
     wall_s: float = 0.0
     workdir: Path | None = None
 
@@ -238,7 +240,7 @@ class _Rehearsal:
         self.key = secrets.token_hex(16)
         self.mirroring = options.internet
         self.train_ref = ""
-        self.checkpoint_dataset = ""
+        self.checkpoint_dataset: str | None = ""
 
     def run(self) -> RehearsalReport:
         from kaggle_kit.kaggle_api import Credentials, make_api, point_client_at
@@ -270,10 +272,11 @@ class _Rehearsal:
             if self.options.infer:
                 self._infer(solution)
             self._versions()
+            self._quota()
         self.report.wall_s = time.monotonic() - started
         return self.report
 
-    def _render_options(self, kernel: str) -> Any:
+    def _render_options(self, kernel: str, *, attach_training_output: bool = False) -> Any:
         from kaggle_kit.notebooks import RenderOptions
 
         train_options: dict[str, Any] = {}
@@ -285,7 +288,8 @@ class _Rehearsal:
             overrides=(*self.workload.overrides, *self.options.overrides),
             competition=self.workload.competition,
             checkpoint_dataset=self.checkpoint_dataset,
-            kernels=(self.train_ref,) if kernel == "train" and not self.mirroring and self.train_ref else (),
+            # Without a mirror, the training run's Batch output is what carries the checkpoints over.
+            kernels=(self.train_ref,) if attach_training_output and not self.mirroring else (),
             internet=self.options.internet if kernel == "train" else False,
             accelerator="cpu" if self.options.accelerator == "none" else "auto",
             machine_shape=ACCELERATOR_SHAPES[self.options.accelerator],
@@ -306,33 +310,38 @@ class _Rehearsal:
                 raise KaggleKitError(f"the code dataset {published['ref']} did not become ready within 120 s")
             time.sleep(0.2)
 
-    def _push(self, kernel: str, *, timeout_s: float | None) -> str:
+    def _push(self, kernel: str, *, timeout_s: float | None, attach_training_output: bool = False) -> str:
         from kaggle_kit.notebooks import push
 
-        pushed = push(self.root, kernel, self._render_options(kernel), api=self.api,
+        options = self._render_options(kernel, attach_training_output=attach_training_output)
+        pushed = push(self.root, kernel, options, api=self.api,
                       out_dir=self.workdir / "build" / kernel, timeout_s=timeout_s)
         _say(f"pushed {pushed['ref']} version {pushed['version']}")
         return str(pushed["ref"])
 
-    def _train_batch(self) -> None:
-        from kaggle_kit.notebooks import kernel_output, render
+    def _resolve_datasets(self) -> None:
+        """The training kernel's id and its checkpoint dataset (the render's default), or none without a mirror."""
+        from kaggle_kit.notebooks import render
 
-        meta = json.loads((self.root / "kernel-metadata.json").read_text())
-        self.train_ref = str(meta["id"])
-        if self.mirroring:
-            self.checkpoint_dataset = f"{self.train_ref}-ckpt"
-        else:
-            _say("internet off: no mirror; the next session resumes from this one's Batch output")
-        # The rendered train kernel names its own checkpoint dataset when mirroring; read it back.
-        rendered = render(self.root, "train", self._render_options("train"), out_dir=self.workdir / "build" / "probe")
+        self.train_ref = str(json.loads((self.root / "kernel-metadata.json").read_text())["id"])
+        self.checkpoint_dataset = None if self.mirroring else ""
+        probe = self.workdir / "build" / "probe"
+        rendered = render(self.root, "train", self._render_options("train"), out_dir=probe)
         self.checkpoint_dataset = str(rendered.parameters.get("checkpoint_dataset") or "")
-        shutil.rmtree(self.workdir / "build" / "probe", ignore_errors=True)
+        shutil.rmtree(probe, ignore_errors=True)
+
+    def _train_batch(self) -> None:
+        from kaggle_kit.notebooks import kernel_output
+
+        self._resolve_datasets()
+        if not self.mirroring:
+            _say("internet off: no mirror; the next session resumes from this one's Batch output")
 
         kill = self.options.kill_after_s
         for index in (1, 2):
             limit = kill if (index == 1 and kill > 0) else self.options.session_timeout_s
             started = time.monotonic()
-            ref = self._push("train", timeout_s=limit)
+            ref = self._push("train", timeout_s=limit, attach_training_output=index > 1)
             status = _wait(self.api, ref, timeout_s=limit + 120.0)
             wall = time.monotonic() - started
             out = self.workdir / "outputs" / f"train-{index}"
@@ -390,17 +399,19 @@ class _Rehearsal:
             self.report.weights_sha256 = _weights_digest(newest)
 
     def _train_interactive(self, sandbox: Any, competition_dir: Path) -> None:
-        from kaggle_kit.notebooks import render
+        from kaggle_kit.notebooks import render, stage_code
         from kaggle_kit.sim.sandbox import InputMount, SessionSpec
 
-        meta = json.loads((self.root / "kernel-metadata.json").read_text())
-        self.train_ref = str(meta["id"])
-        self.checkpoint_dataset = f"{self.train_ref}-ckpt" if self.mirroring else ""
+        self._resolve_datasets()
         rendered = render(self.root, "train", self._render_options("train"), out_dir=self.workdir / "build" / "train")
-        self.checkpoint_dataset = str(rendered.parameters.get("checkpoint_dataset") or "")
         if not self.mirroring:
             _say("WARNING: Interactive with internet off: nothing survives the session; the second one starts over")
-        mounts = (InputMount(competition_dir, (f"competitions/{competition_dir.name}", competition_dir.name)),)
+        # The code dataset, attached as a user would attach it to an interactive notebook.
+        code = self.workdir / "code"
+        stage_code(self.root, code)
+        owner, slug = str(rendered.parameters["code_dataset"]).split("/")
+        mounts = (InputMount(competition_dir, (f"competitions/{competition_dir.name}", competition_dir.name)),
+                  InputMount(code, (f"datasets/{owner}/{slug}", slug)))
         kill = self.options.kill_after_s
         for index in (1, 2):
             limit = kill if (index == 1 and kill > 0) else self.options.session_timeout_s
@@ -419,6 +430,8 @@ class _Rehearsal:
             _say(f"session {index}: {row.status} after {wall:.0f} s, step {row.step_end} ({row.note})")
             if row.status == "COMPLETE":
                 break
+            if row.status != "KILLED":
+                raise KaggleKitError(f"training session {index} failed: {row.note} (log: {result.log_path})")
         if self.mirroring:
             self._final_from_mirror()
 
@@ -442,8 +455,17 @@ class _Rehearsal:
         if newest is not None:
             self.report.weights_sha256 = _weights_digest(newest)
         info = _read_json(newest.with_name(newest.name.replace(".pt", ".json"))) if newest else None
-        if info:
-            self.report.final_score = info.get("best_metric")
+        if info and isinstance(info.get("best"), dict) and info["best"].get("value") is not None:
+            self.report.final_score = float(info["best"]["value"])
+        # The working folders are gone; the mirror's ledger says how far each session got into the dataset.
+        ledger = _read_json(dest / "ledger.json") or {}
+        mirrored = [s for s in ledger.get("sessions", []) if isinstance(s, dict)]
+        train = [s for s in self.report.sessions if s.name.startswith("train")]
+        for row, entry in zip(train, mirrored[-len(train):]):
+            row.note += f"; mirrored steps {entry.get('first_step')}-{entry.get('last_step')}"
+        for row, previous in zip(train[1:], mirrored[-len(train):]):
+            if row.resumed_from is None:
+                row.resumed_from = previous.get("last_step")
 
     def _infer(self, solution: Path) -> None:
         from kaggle_kit.notebooks import kernel_output
@@ -451,7 +473,7 @@ class _Rehearsal:
         if not self.checkpoint_dataset:
             _say("no checkpoint dataset (mirroring off): the inference notebook reads the training run's output")
         started = time.monotonic()
-        ref = self._push("infer", timeout_s=self.options.session_timeout_s)
+        ref = self._push("infer", timeout_s=self.options.session_timeout_s, attach_training_output=True)
         status = _wait(self.api, ref, timeout_s=self.options.session_timeout_s + 120.0)
         wall = time.monotonic() - started
         out = self.workdir / "outputs" / "infer"
@@ -468,6 +490,15 @@ class _Rehearsal:
             self.report.submission_valid = True
         except KaggleKitError as exc:
             self.report.submission_problem = str(exc)
+
+    def _quota(self) -> None:
+        try:
+            quota = self.api.quota_view().gpu_quota
+        except Exception:  # noqa: BLE001 - a summary row, not a failure
+            return
+        if quota is not None:
+            self.report.gpu_quota_used_h = quota.time_used.total_seconds() / 3600
+            self.report.gpu_quota_total_h = quota.total_time_allowed.total_seconds() / 3600
 
     def _versions(self) -> None:
         for ref in filter(None, [self.checkpoint_dataset]):
@@ -528,6 +559,9 @@ def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -
                      f"(baseline {report.baseline_score:.4f})")
     else:
         lines.append(f"submission: NOT valid: {report.submission_problem}")
+    if report.gpu_quota_used_h is not None:
+        lines.append(f"weekly GPU quota (kaggle quota): {report.gpu_quota_used_h:.3f} h used of "
+                     f"{report.gpu_quota_total_h:.0f} h")
     if report.weights_sha256:
         lines.append(f"final weights sha256: {report.weights_sha256}")
     lines.append(f"wall time: {report.wall_s:.0f} s")

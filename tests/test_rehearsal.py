@@ -11,7 +11,7 @@ from kaggle_kit.rehearsal import RehearsalOptions, RehearsalReport, SessionRow, 
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough that a kill lands mid-training after a few mirrored checkpoints, short enough for CI.
-SHORT = ("train.epochs=12",)
+SHORT = ("train.epochs=40",)
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def isolated(kaggle_isolation, monkeypatch):
 
 @pytest.mark.slow
 def test_killed_run_resumes_bit_identical_and_submits(tmp_path, isolated):
-    killed = rehearse(ROOT, RehearsalOptions(kill_after_s=25.0, overrides=SHORT, workdir=tmp_path / "killed",
+    killed = rehearse(ROOT, RehearsalOptions(kill_after_s=20.0, overrides=SHORT, workdir=tmp_path / "killed",
                                              checkpoint_every_s=2.0))
     first, second = killed.sessions[0], killed.sessions[1]
     assert first.status == "KILLED" and second.status == "COMPLETE"
