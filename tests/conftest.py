@@ -33,6 +33,17 @@ _LEAKY_VARS = (
 
 
 @pytest.fixture
+def kaggle_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake Kaggle filesystem (``input``, ``working``, ``temp``) that the kit sees through KAGGLE_KIT_KAGGLE_ROOT."""
+    root = tmp_path / "kaggle"
+    for sub in ("input", "working", "temp"):
+        (root / sub).mkdir(parents=True)
+    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    return root
+
+
+@pytest.fixture
 def kaggle_isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Isolate the Kaggle client from the machine: own HOME, config dir and TMPDIR, no credentials."""
     home = tmp_path / "home"

@@ -19,16 +19,6 @@ from kaggle_kit.checkpoint import Checkpointer, checkpoint_name, verify_checkpoi
 from kaggle_kit.errors import CheckpointError, CredentialError
 
 
-@pytest.fixture
-def kaggle_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "kaggle"
-    for sub in ("input", "working", "temp"):
-        (root / sub).mkdir(parents=True)
-    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    return root
-
-
 def _model(hidden: int = 8) -> nn.Module:
     return nn.Sequential(nn.Linear(4, hidden), nn.BatchNorm1d(hidden), nn.Dropout(0.2), nn.Linear(hidden, 2))
 

@@ -11,13 +11,8 @@ from kaggle_kit.errors import InputNotFoundError
 
 
 @pytest.fixture
-def kaggle(tmp_path, monkeypatch):
-    root = tmp_path / "kaggle"
-    for sub in ("input", "working", "temp"):
-        (root / sub).mkdir(parents=True)
-    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    return root
+def kaggle(kaggle_root):
+    return kaggle_root
 
 
 def test_default_root_is_slash_kaggle(monkeypatch):

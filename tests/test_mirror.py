@@ -18,15 +18,6 @@ from kaggle_kit.errors import CredentialError, MirrorError
 from kaggle_kit.mirror import DatasetMirror
 
 
-@pytest.fixture
-def kaggle_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "kaggle"
-    for sub in ("input", "working", "temp"):
-        (root / sub).mkdir(parents=True)
-    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
-    return root
-
-
 def _mirror(handle: str, **kwargs: object) -> DatasetMirror:
     options = {"poll_interval_s": 0.05, "backoff_s": 0.05, "max_backoff_s": 0.5, **kwargs}
     return DatasetMirror(handle, **options)  # type: ignore[arg-type]

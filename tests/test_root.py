@@ -12,14 +12,10 @@ from kaggle_kit.root import find_root
 
 
 @pytest.fixture
-def kaggle(tmp_path, monkeypatch):
-    root = tmp_path / "kaggle"
-    for sub in ("input", "working", "temp"):
-        (root / sub).mkdir(parents=True)
-    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
+def kaggle(kaggle_root, monkeypatch):
     monkeypatch.delenv("KAGGLE_KIT_ROOT", raising=False)
-    monkeypatch.chdir(root / "working")
-    return root
+    monkeypatch.chdir(kaggle_root / "working")
+    return kaggle_root
 
 
 def _repo(path: Path, *markers: str) -> Path:
