@@ -269,7 +269,10 @@ class _Rehearsal:
                 self._train_interactive(sandbox, competition_dir)
             else:
                 self._train_batch()
-            if self.options.infer:
+            if self.options.infer and self.options.run_type == "Interactive" and not self.mirroring:
+                self.report.submission_problem = ("nothing survived the Interactive sessions without a mirror: "
+                                                  "no checkpoint to predict with")
+            elif self.options.infer:
                 self._infer(solution)
             self._versions()
             self._quota()
@@ -337,26 +340,32 @@ class _Rehearsal:
         if not self.mirroring:
             _say("internet off: no mirror; the next session resumes from this one's Batch output")
 
-        kill = self.options.kill_after_s
-        for index in (1, 2):
-            limit = kill if (index == 1 and kill > 0) else self.options.session_timeout_s
+        def run_one(index: int, limit: float) -> SessionRow:
             started = time.monotonic()
             ref = self._push("train", timeout_s=limit, attach_training_output=index > 1)
             status = _wait(self.api, ref, timeout_s=limit + 120.0)
-            wall = time.monotonic() - started
             out = self.workdir / "outputs" / f"train-{index}"
             kernel_output(ref, out, api=self.api)
-            row = self._session_row(f"train #{index} (Batch)", status, wall, out)
-            self.report.sessions.append(row)
-            _say(f"session {index}: {row.status} after {wall:.0f} s, step {row.step_end} ({row.note})")
-            if row.status == "COMPLETE":
-                break
-            if row.status != "KILLED":
-                raise KaggleKitError(f"training session {index} failed: {row.note}")
-            if index == 2:
-                raise KaggleKitError(f"the resumed training session did not finish: {status['failure_message']}")
+            return self._session_row(f"train #{index} (Batch)", status, time.monotonic() - started, out)
+
+        self._train_sessions(run_one)
         self._account_losses()
         self._final_state(self.workdir / "outputs" / f"train-{len(self.report.sessions)}")
+
+    def _train_sessions(self, run_one: Callable[[int, float], SessionRow]) -> None:
+        """The first session, killed at its time limit; then the second, which must resume and finish."""
+        kill = self.options.kill_after_s
+        for index in (1, 2):
+            limit = kill if (index == 1 and kill > 0) else self.options.session_timeout_s
+            row = run_one(index, limit)
+            self.report.sessions.append(row)
+            _say(f"session {index}: {row.status} after {row.wall_s:.0f} s, step {row.step_end} ({row.note})")
+            if row.status == "COMPLETE":
+                return
+            if row.status != "KILLED":
+                raise KaggleKitError(f"training session {index} failed: {row.note}")
+        raise KaggleKitError("the resumed training session did not finish: raise the session limit "
+                             f"({self.options.session_timeout_s:.0f} s) or train for fewer epochs")
 
     def _session_row(self, name: str, status: dict[str, Any], wall: float, out: Path) -> SessionRow:
         from kaggle_kit.training import PROGRESS_FILE
@@ -412,33 +421,26 @@ class _Rehearsal:
         owner, slug = str(rendered.parameters["code_dataset"]).split("/")
         mounts = (InputMount(competition_dir, (f"competitions/{competition_dir.name}", competition_dir.name)),
                   InputMount(code, (f"datasets/{owner}/{slug}", slug)))
-        kill = self.options.kill_after_s
-        for index in (1, 2):
-            limit = kill if (index == 1 and kill > 0) else self.options.session_timeout_s
+        def run_one(index: int, limit: float) -> SessionRow:
             spec = SessionSpec(rendered.notebook, run_type="Interactive", mounts=mounts,
                                internet=self.options.internet, accelerator=self.options.accelerator,
                                time_limit_s=limit, api_url=self.server.url if self.options.internet else None,
                                secrets={"KAGGLE_USERNAME": self.owner, "KAGGLE_KEY": self.key})
             started = time.monotonic()
             result = sandbox.run(spec)
-            wall = time.monotonic() - started
-            status = {"status": "ERROR" if result.status != "COMPLETE" else "COMPLETE",
-                      "failure_message": ("the session ran past its time limit" if result.killed_by == "time"
-                                          else result.failure_message or "")}
-            row = self._interactive_row(f"train #{index} (Interactive)", status, wall, result)
-            self.report.sessions.append(row)
-            _say(f"session {index}: {row.status} after {wall:.0f} s, step {row.step_end} ({row.note})")
-            if row.status == "COMPLETE":
-                break
-            if row.status != "KILLED":
-                raise KaggleKitError(f"training session {index} failed: {row.note} (log: {result.log_path})")
+            return self._interactive_row(f"train #{index} (Interactive)", time.monotonic() - started, result)
+
+        self._train_sessions(run_one)
         if self.mirroring:
             self._final_from_mirror()
 
-    def _interactive_row(self, name: str, status: dict[str, Any], wall: float, result: Any) -> SessionRow:
+    def _interactive_row(self, name: str, wall: float, result: Any) -> SessionRow:
         # An Interactive session's working folder is gone with it; what it did is read from its log.
-        row = SessionRow(name=name, status="KILLED" if result.killed_by else status["status"], wall_s=wall,
-                         note=(status["failure_message"] or "finished") + "; working folder wiped")
+        if result.killed_by:
+            status, note = "KILLED", f"killed: the {result.killed_by} limit was reached"
+        else:
+            status, note = str(result.status), result.failure_message or "finished"
+        row = SessionRow(name=name, status=status, wall_s=wall, note=f"{note}; working folder wiped")
         log = Path(result.log_path).read_text(errors="replace") if result.log_path else ""
         resumed = re.search(r"resuming at step (\d+)", log)
         row.resumed_from = int(resumed.group(1)) if resumed else (0 if "fresh start" in log else None)
