@@ -59,6 +59,7 @@ import numpy as np
 
 from kaggle_kit.config import config_hash, config_to_dict
 from kaggle_kit.errors import CheckpointError, ConfigError, CredentialError
+from kaggle_kit.mirror import loud_warning
 
 if TYPE_CHECKING:
     import torch
@@ -499,10 +500,6 @@ def _scan(folder: Path, source: str, *, depth: int = 0) -> list[CheckpointInfo]:
     return found
 
 
-def _banner(message: str) -> None:
-    print(f"[kaggle-kit] {'!' * 8} {message}", file=sys.stderr, flush=True)
-
-
 class Checkpointer:
     """Saves full training state on a time cadence and restores it from wherever it survived.
 
@@ -565,7 +562,7 @@ class Checkpointer:
         if self.mirror is not None:
             self.mirror.report_off(checkpoint_dir=self.directory)
         elif env.in_kaggle():
-            _banner(
+            loud_warning(
                 f"checkpoints in {self.directory} are NOT mirrored (no DatasetMirror given): they survive only "
                 "as a Batch run's output; an Interactive session loses /kaggle/working when it ends"
             )

@@ -91,7 +91,8 @@ class _Retry(Exception):
     """A transient failure of one step of an upload; the whole upload is tried again."""
 
 
-def _banner(message: str) -> None:
+def loud_warning(message: str) -> None:
+    """A line nobody scrolls past, for what must not be discovered after the session died."""
     print(f"[kaggle-kit] {'!' * 8} {message}", file=sys.stderr, flush=True)
 
 
@@ -694,7 +695,7 @@ class DatasetMirror:
             "internet on."
         )
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-        _banner(message)
+        loud_warning(message)
 
     def secrets(self) -> tuple[str, ...]:
         """The secret strings of the credentials in use (so callers can refuse to write them anywhere)."""
@@ -737,7 +738,7 @@ class DatasetMirror:
     def _fail(self, message: str) -> None:
         self.last_error = message
         warnings.warn(message + "; the next checkpoint will try again", RuntimeWarning, stacklevel=3)
-        _banner(message)
+        loud_warning(message)
 
     def _drain(self, timeout: float = 0.0) -> None:
         """Take in what the uploader process reported, waiting up to ``timeout`` for the first message."""

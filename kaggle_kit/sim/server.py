@@ -830,11 +830,14 @@ class SimServer:
             with self.store.lock:
                 kernel = (self.store.data["kernels"].get(f"{parts[0].lower()}/{parts[1].lower()}")
                           if len(parts) > 1 else None)
-                candidates = [v for v in (kernel or {}).get("versions", []) if v["status"] == "COMPLETE"]
+                # A stopped Batch run keeps what its working folder held at the kill, so its output mounts too.
+                candidates = [v for v in (kernel or {}).get("versions", [])
+                              if v["status"] in ("COMPLETE", "ERROR")
+                              and (self._kernel_dir(kernel, v["number"]) / "output").is_dir()]
             if len(parts) > 2 and parts[2].lstrip("v").isdigit():
                 candidates = [v for v in candidates if v["number"] == int(parts[2].lstrip("v"))]
             if kernel is None or not candidates:
-                _log.warning("kernel %s: kernel source %s has no completed version", key, source)
+                _log.warning("kernel %s: kernel source %s has no finished version with an output", key, source)
                 continue
             output = self._kernel_dir(kernel, candidates[-1]["number"]) / "output"
             output.mkdir(parents=True, exist_ok=True)
