@@ -20,23 +20,55 @@ def isolated(kaggle_isolation, monkeypatch):
     return kaggle_isolation
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_bit_identical_and_submits(tmp_path, isolated):
-    killed = rehearse(ROOT, RehearsalOptions(kill_after_s=20.0, overrides=SHORT, workdir=tmp_path / "killed",
-                                             checkpoint_every_s=2.0))
-    first, second = killed.sessions[0], killed.sessions[1]
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> RehearsalReport:
+    """The reference: the same training without a kill."""
+    report = rehearse(ROOT, RehearsalOptions(kill_after_s=0, overrides=SHORT, infer=False,
+                                             workdir=tmp_path_factory.mktemp("clean") / "run"))
+    assert [s.status for s in report.sessions] == ["COMPLETE"] and report.weights_sha256
+    return report
+
+
+def _killed_then_resumed(report: RehearsalReport) -> tuple[SessionRow, SessionRow]:
+    first, second = report.sessions[0], report.sessions[1]
     assert first.status == "KILLED" and second.status == "COMPLETE"
-    assert second.resumed_from and second.resumed_from > 0, "the second session did not resume from the mirror"
-    assert first.lost_steps is not None and first.lost_steps >= 0
-    assert killed.dataset_versions and max(killed.dataset_versions.values()) >= 2
-    assert killed.submission_valid and killed.submission_score is not None
-    assert killed.weights_sha256
+    assert second.resumed_from and second.resumed_from > 0, "the second session did not resume"
+    return first, second
+
+
+@pytest.mark.slow
+def test_batch_kill_resumes_from_the_mirror_bit_identical_and_submits(tmp_path, isolated, uninterrupted):
+    report = rehearse(ROOT, RehearsalOptions(kill_after_s=20.0, overrides=SHORT, workdir=tmp_path / "killed",
+                                             checkpoint_every_s=2.0))
+    first, _ = _killed_then_resumed(report)
+    assert first.lost_steps is not None and first.lost_steps >= 0 and first.lost_minutes is not None
+    assert max(report.dataset_versions.values()) >= 2
+    assert report.submission_valid and report.submission_score is not None
+    assert report.weights_sha256 == uninterrupted.weights_sha256
     assert not (tmp_path / "killed").exists(), "without --keep nothing is left behind"
 
-    clean = rehearse(ROOT, RehearsalOptions(kill_after_s=0, overrides=SHORT, workdir=tmp_path / "clean",
-                                            infer=False))
-    assert [s.status for s in clean.sessions] == ["COMPLETE"]
-    assert clean.weights_sha256 == killed.weights_sha256
+
+@pytest.mark.slow
+def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tmp_path, isolated, uninterrupted):
+    report = rehearse(ROOT, RehearsalOptions(kill_after_s=20.0, overrides=SHORT, run_type="Interactive",
+                                             workdir=tmp_path / "interactive", checkpoint_every_s=2.0, infer=False,
+                                             keep=True))
+    _killed_then_resumed(report)
+    assert all("working folder wiped" in s.note for s in report.sessions)
+    assert not list((tmp_path / "interactive" / "sandbox").rglob("progress.json")), "working must be gone"
+    assert report.weights_sha256 == uninterrupted.weights_sha256
+
+
+@pytest.mark.slow
+def test_without_internet_the_batch_output_carries_the_run(tmp_path, isolated, uninterrupted):
+    report = rehearse(ROOT, RehearsalOptions(kill_after_s=20.0, overrides=SHORT, internet=False,
+                                             workdir=tmp_path / "offline", checkpoint_every_s=2.0, keep=True))
+    _killed_then_resumed(report)
+    assert report.dataset_versions == {}, "nothing can be mirrored without internet"
+    first_log = next((tmp_path / "offline" / "outputs" / "train-1").glob("*.log")).read_text()
+    assert "NOT mirrored" in first_log, "mirroring off must be said loudly in the session's log"
+    assert report.submission_valid
+    assert report.weights_sha256 == uninterrupted.weights_sha256
 
 
 def test_refuses_bad_options_and_a_busy_workdir(tmp_path, isolated):
