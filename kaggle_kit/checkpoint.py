@@ -512,6 +512,7 @@ class Checkpointer:
         monitor: the metric name (a key of ``metrics``) that picks the best checkpoint.
         mode: "min" or "max" for ``monitor``.
         config: the run's config (dataclass or dict), stored with its hash.
+        restore_only: it only restores (inference, DDP ranks other than 0): no warning about mirroring.
     """
 
     def __init__(
@@ -525,6 +526,7 @@ class Checkpointer:
         monitor: str | None = None,
         mode: str = "min",
         config: Any = None,
+        restore_only: bool = False,
     ) -> None:
         if keep < 1:
             raise CheckpointError(f"keep={keep}: keep at least 1 checkpoint")
@@ -554,7 +556,9 @@ class Checkpointer:
         value = best.get("value") if isinstance(best, dict) else None
         self._best_value: float | None = float(value) if isinstance(value, (int, float)) else None
         self._clean_orphans()
-        self._report_mirror()
+        # A checkpointer that only restores (inference, a DDP rank other than 0) has nothing to mirror to announce.
+        if not restore_only:
+            self._report_mirror()
 
     def _report_mirror(self) -> None:
         from kaggle_kit import env

@@ -147,7 +147,7 @@ def _accelerator() -> str:
         from kaggle_kit.guard.accelerator import detect_accelerator
 
         info = detect_accelerator()
-        return f"{info.kind}" if info.count <= 1 else f"{info.kind} x{info.count}"
+        return info.kind  # already says how many, e.g. "T4x2"
     except Exception:  # noqa: BLE001 - the ledger records "unknown" rather than failing an upload
         return "unknown"
 

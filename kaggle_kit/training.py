@@ -237,7 +237,7 @@ def checkpointer_for_rank(
         from kaggle_kit.mirror import DatasetMirror
 
         dataset_mirror = DatasetMirror(mirror)
-    return Checkpointer(directory, mirror=dataset_mirror, **options)
+    return Checkpointer(directory, mirror=dataset_mirror, restore_only=rank != 0, **options)
 
 
 def _dist() -> tuple[int, int]:

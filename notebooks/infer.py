@@ -69,7 +69,7 @@ from kaggle_kit.errors import CheckpointError
 
 model = build_model(cfg, from_checkpoint=True)  # the checkpoint brings the weights: no DINOv2 download
 scratch = Path(tempfile.mkdtemp(prefix="checkpoints-", dir=temp_dir() if temp_dir().is_dir() else None))
-found = Checkpointer(scratch / "newest", monitor="score", mode="max")
+found = Checkpointer(scratch / "newest", monitor="score", mode="max", restore_only=True)
 newest = found.restore(model=model, search_mirror=False)
 if newest is None:
     raise CheckpointError(f"no checkpoint under the attached inputs ({find_input(checkpoint_dataset, kind='dataset')}"
@@ -77,7 +77,7 @@ if newest is None:
 best = found.best
 if best is not None and best.step != newest.step:
     copy_checkpoint(best, scratch / "best")
-    Checkpointer(scratch / "best").restore(model=model, search_inputs=False, search_mirror=False)
+    Checkpointer(scratch / "best", restore_only=True).restore(model=model, search_inputs=False, search_mirror=False)
 chosen = best.step if best is not None else newest.step
 print(f"weights of step {chosen} (best score {newest.best_metric}) from {newest.source}")
 model.to(device).eval()

@@ -293,3 +293,13 @@ def test_bad_arguments_are_named(tmp_path: Path, kaggle_root: Path) -> None:
         Checkpointer(tmp_path / "ck", keep=0)
     with pytest.raises(CheckpointError, match="step=-1"):
         Checkpointer(tmp_path / "ck").save(step=-1)
+
+
+def test_without_a_mirror_inside_kaggle_the_warning_is_loud_unless_only_restoring(
+    kaggle_root: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    Checkpointer(kaggle_root / "working" / "ckpt")
+    assert "NOT mirrored" in capfd.readouterr().err
+    Checkpointer(kaggle_root / "working" / "scratch", restore_only=True)
+    assert "NOT mirrored" not in capfd.readouterr().err
