@@ -26,6 +26,7 @@ checkpoint_dataset = None
 accelerator_plan = "auto"
 checkpoint_every_minutes = 10.0
 train_options = {}
+on_memory_shortfall = "accumulate"  # or "suggest": keep the global batch by accumulation, or only propose a batch
 
 # %% bootstrap: find the kit (a clone, the attached code dataset, or an installed package), enable hot reload
 import os
@@ -106,6 +107,53 @@ make_checkpointer = partial(checkpointer_for_rank, directory=working_dir() / "ch
 checkpointer = make_checkpointer(0)
 restored = checkpointer.restore(model=model)
 print("fresh start" if restored is None else f"resuming at step {restored.step} from {restored.source}")
+
+# %% budget: does the planned batch fit the device, and does the rest of the run fit the session and the quota?
+import copy
+import time
+
+import torch
+
+from kaggle_kit.guard.fit import check_fit
+from kaggle_kit.guard.memory import find_batch_size
+from kaggle_kit.guard.quota import current_quota
+
+device = torch.device("cuda:0" if plan.device_type == "cuda" else "cpu")
+probe = copy.deepcopy(model).to(device).train()  # trial steps must not touch the weights that train
+
+
+def make_step(batch_size):
+    samples = [train_set[i % len(train_set)] for i in range(batch_size)]
+    batch = [torch.stack([sample[k] for sample in samples]).to(device) for k in (0, 1)]
+
+    def step():
+        probe.zero_grad(set_to_none=True)
+        loss_fn(probe, batch).backward()
+
+    return step
+
+
+world = max(1, plan.world_size)
+with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's RNG stays as restored
+    if device.type == "cuda" or (preflight.accelerator.simulated and preflight.accelerator.count):
+        memory = find_batch_size(make_step, planned_batch=max(1, train_cfg.batch_size // world), device=device,
+                                 on_oom=on_memory_shortfall)
+        print(memory.describe())
+        if not memory.fits_planned and on_memory_shortfall == "accumulate":
+            train_cfg = dataclasses.replace(train_cfg, batch_size=memory.batch_size * world,
+                                            grad_accum_steps=train_cfg.grad_accum_steps * memory.accumulation_steps)
+            print(f"batch {train_cfg.batch_size} x {train_cfg.grad_accum_steps} accumulation steps: same global batch")
+    started = time.perf_counter()
+    evaluate(probe)
+    eval_s = time.perf_counter() - started
+    steps_per_epoch = max(1, len(train_set) // (train_cfg.batch_size * train_cfg.grad_accum_steps))
+    if train_cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, train_cfg.max_steps_per_epoch)
+    fit = check_fit(make_step(max(1, train_cfg.batch_size // world)), steps_per_epoch=steps_per_epoch,
+                    epochs=train_cfg.epochs - (restored.epoch if restored else 0), clock=clock,
+                    quota=current_quota(), accelerator=preflight.accelerator.kind, eval_s_per_epoch=eval_s)
+print(fit.describe())
+del probe
 
 # %% train
 from kaggle_kit.training import train_with_plan
