@@ -33,18 +33,23 @@ def _uploaders_of(root: Path) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-def test_kill9_mid_upload_then_wiped_working_resumes_from_the_mirror_bit_identical(
-    sim_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _reference_run_and_fresh_kaggle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The uninterrupted run's final weights, and an empty Kaggle tree for the run under test."""
     monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(tmp_path / "ref"))
     reference = tmp_path / "ref.pt"
     argv = ["--ckpt-dir", str(tmp_path / "ref" / "ck"), "--out", str(reference), "--steps", str(STEPS)]
     assert _ckpt_train_script.main(argv) == 0
-
     root = tmp_path / "kaggle"
     (root / "temp").mkdir(parents=True)
     monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
+    return reference, root
+
+
+@pytest.mark.slow
+def test_kill9_mid_upload_then_wiped_working_resumes_from_the_mirror_bit_identical(
+    sim_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference, root = _reference_run_and_fresh_kaggle(tmp_path, monkeypatch)
     work = root / "working" / "checkpoints"
     out = tmp_path / "resumed.pt"
     command = [sys.executable, str(SCRIPT), "--ckpt-dir", str(work), "--out", str(out), "--steps", str(STEPS),
@@ -69,14 +74,7 @@ def test_kill9_mid_upload_then_wiped_working_resumes_from_the_mirror_bit_identic
 def test_sigterm_to_the_session_saves_flushes_and_resumes_bit_identical(
     sim_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(tmp_path / "ref"))
-    reference = tmp_path / "ref.pt"
-    argv = ["--ckpt-dir", str(tmp_path / "ref" / "ck"), "--out", str(reference), "--steps", str(STEPS)]
-    assert _ckpt_train_script.main(argv) == 0
-
-    root = tmp_path / "kaggle"
-    (root / "temp").mkdir(parents=True)
-    monkeypatch.setenv("KAGGLE_KIT_KAGGLE_ROOT", str(root))
+    reference, root = _reference_run_and_fresh_kaggle(tmp_path, monkeypatch)
     work = root / "working" / "checkpoints"
     out = tmp_path / "resumed.pt"
     command = [sys.executable, str(SCRIPT), "--ckpt-dir", str(work), "--out", str(out), "--steps", str(STEPS),
