@@ -61,3 +61,7 @@ class WeightsNotFoundError(KaggleKitError):
 
 class ReloadError(KaggleKitError):
     """The hot reloader was set up wrongly (no IPython kernel, a root that is not a folder)."""
+
+
+class DistributedError(KaggleKitError):
+    """A DDP rank died before it returned its result."""

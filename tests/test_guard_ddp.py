@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 
-from kaggle_kit.errors import ConfigError
+from kaggle_kit.errors import ConfigError, DistributedError
 from kaggle_kit.guard import ddp
 from kaggle_kit.guard.accelerator import detect_accelerator, plan_devices
 
@@ -84,3 +87,34 @@ def test_rejects_bad_world_size_backend_and_uneven_batch():
     with pytest.raises(ConfigError, match="multiple of 2"):
         ddp.shard_batch_size(7, 2)
     assert ddp.shard_indices(list(range(8)), 1, 2) == [1, 3, 5, 7]
+
+
+def rank_one_dies_in_teardown(ctx: ddp.RankContext) -> int:
+    """Returns normally, then rank 1 aborts inside process-group teardown, as gloo sometimes does on exit."""
+    import torch.distributed as dist
+
+    if ctx.rank == 1:
+        dist.destroy_process_group = os.abort
+    return ctx.rank * 10
+
+
+def rank_one_dies_while_working(ctx: ddp.RankContext) -> int:
+    """Rank 1 is killed mid-run (as the OOM killer would); rank 0 waits on it in a collective."""
+    import torch.distributed as dist
+
+    if ctx.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dist.barrier()
+    return ctx.rank
+
+
+@pytest.mark.slow
+def test_crash_in_teardown_after_every_rank_returned_keeps_the_results():
+    with pytest.warns(RuntimeWarning, match=r"rank 1 died with signal SIGABRT while shutting down.*results are complete"):
+        assert ddp.launch(rank_one_dies_in_teardown, world_size=2, backend="gloo") == [0, 10]
+
+
+@pytest.mark.slow
+def test_rank_killed_before_returning_is_a_clear_error():
+    with pytest.raises(DistributedError, match=r"DDP rank 1 \(pid \d+\) died with signal SIGKILL before every rank"):
+        ddp.launch(rank_one_dies_while_working, world_size=2, backend="gloo")

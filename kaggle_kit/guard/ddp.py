@@ -20,11 +20,12 @@ import os
 import pickle
 import socket
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from kaggle_kit.errors import AcceleratorError, ConfigError
+from kaggle_kit.errors import AcceleratorError, ConfigError, DistributedError
 from kaggle_kit.guard.clock import SESSION_START_ENV, SessionClock
 
 BACKENDS = ("nccl", "gloo")
@@ -103,10 +104,27 @@ def _worker(rank: int, fn: Callable[..., Any], world_size: int, backend: str, po
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     try:
         result = fn(RankContext(rank, world_size, backend, device), *args, **kwargs)
-        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as fh:
+        # Write then rename: the launcher must never read a half-written result of a rank that died mid-write.
+        path = os.path.join(out_dir, f"rank{rank}.pkl")
+        with open(path + ".part", "wb") as fh:
             pickle.dump(result, fh)
+        os.replace(path + ".part", path)
+        # No rank tears its connections down while a peer may still be talking to it (gloo aborts on that).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _read_results(out_dir: str, world_size: int) -> list[Any] | None:
+    """Every rank's result, or None when any rank has not written one."""
+    paths = [Path(out_dir) / f"rank{rank}.pkl" for rank in range(world_size)]
+    if not all(path.exists() for path in paths):
+        return None
+    results = []
+    for path in paths:
+        with open(path, "rb") as fh:
+            results.append(pickle.load(fh))
+    return results
 
 
 def launch(fn: Callable[..., T], *, world_size: int, backend: str, args: Sequence[Any] = (),
@@ -130,6 +148,8 @@ def launch(fn: Callable[..., T], *, world_size: int, backend: str, args: Sequenc
     Raises:
         ConfigError: ``fn`` is not importable, or ``world_size``/``backend`` is invalid.
         AcceleratorError: NCCL was asked for with fewer CUDA devices than ranks.
+        DistributedError: A rank died (a signal or ``os._exit``) before every rank had returned its result. A crash
+            while shutting down after that only warns: the results are complete.
     """
     kwargs = dict(kwargs or {})
     if world_size < 1:
@@ -149,10 +169,23 @@ def launch(fn: Callable[..., T], *, world_size: int, backend: str, args: Sequenc
     # Ranks inherit the environment: let their session clocks count from this kernel's start, not their own.
     os.environ.setdefault(SESSION_START_ENV, repr(SessionClock.from_environment().start))
     with tempfile.TemporaryDirectory(prefix="kaggle-kit-ddp-") as out_dir:
-        mp.spawn(_worker, args=(fn, world_size, backend, free_port(), out_dir, tuple(args), kwargs),
-                 nprocs=world_size, join=True)
-        results = []
-        for rank in range(world_size):
-            with open(Path(out_dir) / f"rank{rank}.pkl", "rb") as fh:
-                results.append(pickle.load(fh))
+        try:
+            mp.spawn(_worker, args=(fn, world_size, backend, free_port(), out_dir, tuple(args), kwargs),
+                     nprocs=world_size, join=True)
+        except mp.ProcessExitedException as exc:
+            how = f"with signal {exc.signal_name}" if exc.signal_name else f"with exit code {exc.exit_code}"
+            results = _read_results(out_dir, world_size)
+            if results is None:
+                raise DistributedError(
+                    f"DDP rank {exc.error_index} (pid {exc.error_pid}) died {how} before every rank had returned its "
+                    "result, and the other ranks were stopped. A SIGKILL is usually the host running out of memory "
+                    "(lower the batch size); see the rank's output above for anything else. If the run checkpoints, "
+                    "running it again resumes from the last checkpoint.") from None
+            # Every rank finished its work; a crash in process-group teardown must not throw the results away.
+            warnings.warn(f"DDP rank {exc.error_index} died {how} while shutting down, after every rank had "
+                          "returned its result; the results are complete", RuntimeWarning, stacklevel=2)
+            return results
+        results = _read_results(out_dir, world_size)
+    if results is None:
+        raise DistributedError(f"the {world_size} DDP ranks exited cleanly but not all wrote a result")
     return results
