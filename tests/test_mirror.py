@@ -269,5 +269,6 @@ def test_resume_prefers_the_attached_dataset_and_skips_a_corrupt_mirror_copy(
     attached = kaggle_root / "input" / "datasets" / "alice" / "mirror-corrupt"
     shutil.copytree(version, attached)
     shutil.rmtree(work)
-    restored = Checkpointer(work, mirror=_mirror(handle), monitor="val").restore(model=_model())
+    with pytest.warns(UserWarning, match=r"step-0000000002\.pt: 200 bytes"):
+        restored = Checkpointer(work, mirror=_mirror(handle), monitor="val").restore(model=_model())
     assert restored is not None and restored.step == 1 and restored.source == "input"
