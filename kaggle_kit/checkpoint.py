@@ -59,6 +59,7 @@ import numpy as np
 
 from kaggle_kit.config import config_hash, config_to_dict
 from kaggle_kit.errors import CheckpointError, ConfigError, CredentialError
+from kaggle_kit.fileio import atomic_writer, fsync_dir
 from kaggle_kit.mirror import loud_warning
 
 if TYPE_CHECKING:
@@ -176,31 +177,15 @@ class _HashingWriter:
         self._raw.flush()
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, write: Any) -> tuple[int, str]:
-    """Write through ``write(fileobj)`` into a temporary file, fsync it, rename it over ``path``.
+    """Write through ``write(fileobj)`` atomically (see :mod:`kaggle_kit.fileio`).
 
     Returns:
         The size and SHA-256 of what was written.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as raw:
-            writer = _HashingWriter(raw)
-            write(writer)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_writer(path, "wb") as raw:
+        writer = _HashingWriter(raw)
+        write(writer)
     return writer.bytes, writer.sha256.hexdigest()
 
 
@@ -718,7 +703,7 @@ class Checkpointer:
         # manifest pointing at mixed files.
         if manifest_path.exists():
             manifest_path.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         pt_bytes, pt_sha = _atomic_write(self.directory / f"{name}.pt", lambda f: torch.save(tensors, f))
         js_bytes, js_sha = _atomic_write(self.directory / f"{name}.json", lambda f: f.write(state_blob))
         manifest = {
@@ -737,7 +722,7 @@ class Checkpointer:
             },
         }
         _atomic_write(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return _info_from_manifest(manifest_path, "local")
 
     def _refuse_secret_in(self, blob: bytes) -> None:
@@ -896,7 +881,7 @@ class Checkpointer:
                 _load_verified(item)
                 for path in item.paths:
                     _atomic_write(self.directory / path.name, lambda f, p=path: f.write(p.read_bytes()))
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             except (CheckpointError, OSError) as exc:
                 warnings.warn(f"could not copy {item.name} into {self.directory}: {exc}", stacklevel=3)
         if self.mirror is not None:

@@ -16,10 +16,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import InputNotFoundError
 
-KAGGLE_ROOT_ENV = "KAGGLE_KIT_KAGGLE_ROOT"
-RUN_TYPE_ENV = "KAGGLE_KERNEL_RUN_TYPE"
+KAGGLE_ROOT_ENV = envvars.KIT_KAGGLE_ROOT
+RUN_TYPE_ENV = envvars.KERNEL_RUN_TYPE
 KINDS = ("competition", "dataset", "model", "notebook")
 _KIND_FOLDERS = {"competition": "competitions", "dataset": "datasets", "model": "models", "notebook": "notebooks"}
 _LAYOUT_FOLDERS = frozenset(_KIND_FOLDERS.values())

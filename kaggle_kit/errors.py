@@ -65,3 +65,11 @@ class ReloadError(KaggleKitError):
 
 class DistributedError(KaggleKitError):
     """A DDP rank died before it returned its result."""
+
+
+class HandleError(KaggleKitError):
+    """A Kaggle handle (``owner/slug[/N]``, a model or competition slug) breaks Kaggle's rules."""
+
+
+class MalformedFileError(KaggleKitError):
+    """A file read from disk, a dataset or the network is malformed, too deep, too large or not UTF-8."""

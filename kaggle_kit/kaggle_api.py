@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import urlparse
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import CredentialError
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
 
-ENDPOINT_ENV = "KAGGLE_KIT_API_ENDPOINT"
-DEFAULT_SECRET_LABELS = ("KAGGLE_USERNAME", "KAGGLE_KEY")
-TOKEN_SECRET_LABEL = "KAGGLE_API_TOKEN"
+ENDPOINT_ENV = envvars.KIT_API_ENDPOINT
+DEFAULT_SECRET_LABELS = (envvars.USERNAME, envvars.KEY)
+TOKEN_SECRET_LABEL = envvars.API_TOKEN
 
 _default_endpoints: dict | None = None
 
@@ -52,7 +53,7 @@ class Credentials:
 
 
 def _config_dir() -> Path:
-    configured = os.environ.get("KAGGLE_CONFIG_DIR")
+    configured = os.environ.get(envvars.CONFIG_DIR)
     if configured:
         return Path(configured).expanduser()
     home_dir = Path("~/.kaggle").expanduser()
@@ -107,10 +108,10 @@ def find_credentials(*, secret_labels: Sequence[str] | None = None) -> Credentia
     Returns:
         The credentials, or None when there are none anywhere.
     """
-    token = os.environ.get("KAGGLE_API_TOKEN")
+    token = os.environ.get(envvars.API_TOKEN)
     if token and (value := _read_token(token)):
-        return Credentials(token=value, username=os.environ.get("KAGGLE_USERNAME"), source="KAGGLE_API_TOKEN")
-    username, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
+        return Credentials(token=value, username=os.environ.get(envvars.USERNAME), source=envvars.API_TOKEN)
+    username, key = os.environ.get(envvars.USERNAME), os.environ.get(envvars.KEY)
     if username and key:
         return Credentials(username=username, key=key, source="KAGGLE_USERNAME/KAGGLE_KEY")
     config_file = _config_dir() / "kaggle.json"

@@ -10,26 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaggle_kit.errors import MetadataError
+from kaggle_kit.errors import HandleError, MetadataError
+from kaggle_kit.handles import parse_competition, parse_dataset, parse_kernel, parse_model, slugify
+from kaggle_kit.kaggle_platform import MACHINE_SHAPES, resolve_shape
 
 METADATA_FILE = "kernel-metadata.json"
 LANGUAGES = ("python", "r", "rmarkdown")
 KERNEL_TYPES = ("script", "notebook")
 PINNING_TYPES = ("original", "latest")
-MACHINE_SHAPES = ("NvidiaTeslaT4", "NvidiaTeslaT4Highmem", "NvidiaL4", "NvidiaL4X1", "NvidiaTeslaA100", "NvidiaH100",
-                  "TpuV5E8", "TpuV6E8")
-# Retired shapes and what to choose instead; the server silently runs them on something else.
-RETIRED_SHAPES = {"NvidiaTeslaP100": "NvidiaTeslaT4", "TpuV38": "TpuV5E8", "Tpu1VmV38": "TpuV5E8",
-                  "TpuV232": "TpuV5E8", "TpuV2256": "TpuV5E8"}
-_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-_OWNER_SLUG = re.compile(rf"{_SLUG}/{_SLUG}")
-_VERSIONED = re.compile(rf"{_SLUG}/{_SLUG}(/\d+)?")
-_MODEL = re.compile(rf"{_SLUG}/{_SLUG}/{_SLUG}/{_SLUG}/\d+")
 
 __all__ = ["LintFinding", "lint_kernel_metadata", "require_valid_kernel_metadata", "add_commands"]
 
@@ -47,13 +39,11 @@ class LintFinding:
         return f"{self.severity}: {self.field}: {self.message}" + (f" -> {self.fix}" if self.fix else "")
 
 
-def _slugify(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-
-
 def _strip_version(ref: str) -> str:
-    parts = ref.strip("/").split("/")
-    return "/".join(parts[:2]).lower()
+    try:
+        return parse_dataset(ref).ref
+    except HandleError:
+        return ref.strip("/").lower()
 
 
 def _load(folder: Path) -> dict[str, Any]:
@@ -77,14 +67,15 @@ def _check_identity(meta: dict[str, Any], out: list[LintFinding]) -> None:
     if not kernel_id and not id_no:
         out.append(LintFinding("error", "id", "missing", 'set "id": "<your-username>/<kernel-slug>"'))
     elif kernel_id:
-        if not isinstance(kernel_id, str) or not _OWNER_SLUG.fullmatch(kernel_id):
-            out.append(LintFinding("error", "id", f"{kernel_id!r} is not owner/slug (no version)",
-                                   'use "id": "<your-username>/<kernel-slug>"'))
+        try:
+            parse_kernel(kernel_id, what="kernel id", versioned=False)
+        except HandleError as exc:
+            out.append(LintFinding("error", "id", str(exc), 'use "id": "<your-username>/<kernel-slug>"'))
     if not isinstance(title, str) or len(title.strip()) < 5:
         out.append(LintFinding("error", "title", f"{title!r} is missing or shorter than 5 characters",
                                'set "title" to at least 5 characters, e.g. one that slugifies to the id'))
-    elif isinstance(kernel_id, str) and "/" in kernel_id and _slugify(title) != kernel_id.split("/")[1].lower():
-        out.append(LintFinding("warning", "title", f"{title!r} slugifies to {_slugify(title)!r}, not the id's slug "
+    elif isinstance(kernel_id, str) and "/" in kernel_id and slugify(title) != kernel_id.split("/")[1].lower():
+        out.append(LintFinding("warning", "title", f"{title!r} slugifies to {slugify(title)!r}, not the id's slug "
                                f"{kernel_id.split('/')[1]!r}; Kaggle may create a new kernel instead of a version",
                                "make the title match the id's slug"))
 
@@ -123,38 +114,40 @@ def _check_machine(meta: dict[str, Any], out: list[LintFinding]) -> None:
             out.append(LintFinding("info", "machine_shape", "not set: Kaggle picks its default GPU",
                                    'set "machine_shape": "NvidiaTeslaT4" to say which'))
         return
-    retired = {k.lower(): k for k in RETIRED_SHAPES}
-    known = {k.lower(): k for k in MACHINE_SHAPES}
     if not isinstance(shape, str):
         out.append(LintFinding("error", "machine_shape", f"{shape!r} is not a string",
                                f"use one of {', '.join(MACHINE_SHAPES)}"))
-    elif shape.lower() in retired:
-        name = retired[shape.lower()]
-        out.append(LintFinding("error", "machine_shape", f"{shape} is retired (current images have no kernels for it; "
-                               "the server silently substitutes another machine)",
-                               f'use "machine_shape": "{RETIRED_SHAPES[name]}"'))
-    elif shape not in MACHINE_SHAPES:
-        hint = f'did you mean "{known[shape.lower()]}"?' if shape.lower() in known else \
-            f"use one of {', '.join(MACHINE_SHAPES)}"
-        out.append(LintFinding("error", "machine_shape", f"{shape!r} is not a known machine shape", hint))
-    elif shape.startswith("Nvidia") and meta.get("enable_gpu") is False:
+        return
+    try:
+        runs, retired = resolve_shape(shape)
+    except ValueError as exc:
+        out.append(LintFinding("error", "machine_shape", str(exc), f"use one of {', '.join(MACHINE_SHAPES)}"))
+        return
+    if retired:
+        out.append(LintFinding("error", "machine_shape", f"{retired} (the server substitutes it silently)",
+                               f'use "machine_shape": "{runs}"' if runs else 'leave "machine_shape" out (CPU)'))
+    elif runs != shape:
+        out.append(LintFinding("error", "machine_shape", f"{shape!r} is not spelled as Kaggle spells it",
+                               f'did you mean "{runs}"?'))
+    elif MACHINE_SHAPES[runs].gpus and meta.get("enable_gpu") is False:
         out.append(LintFinding("warning", "enable_gpu", f"false although machine_shape is {shape}",
                                'set "enable_gpu": true'))
 
 
 def _check_sources(meta: dict[str, Any], out: list[LintFinding]) -> None:
-    patterns = {"dataset_sources": (_VERSIONED, "owner/slug[/N]"), "kernel_sources": (_VERSIONED, "owner/slug[/N]"),
-                "competition_sources": (re.compile(_SLUG), "competition-slug"),
-                "model_sources": (_MODEL, "owner/model/framework/variation/N")}
-    for name, (pattern, form) in patterns.items():
+    parsers = {"dataset_sources": (parse_dataset, "owner/slug[/N]"), "kernel_sources": (parse_kernel, "owner/slug[/N]"),
+               "competition_sources": (parse_competition, "competition-slug"),
+               "model_sources": (parse_model, "owner/model/framework/variation/N")}
+    for name, (parse, form) in parsers.items():
         value = meta.get(name, [])
         if not isinstance(value, list):
             out.append(LintFinding("error", name, f"{value!r} is not a list", f'use "{name}": ["{form}", ...]'))
             continue
         for ref in value:
-            if not isinstance(ref, str) or not pattern.fullmatch(ref):
-                out.append(LintFinding("error", name, f"{ref!r} is not of the form {form}",
-                                       f"write it as {form}"))
+            try:
+                parse(ref)
+            except HandleError as exc:
+                out.append(LintFinding("error", name, str(exc), f"write it as {form}"))
 
 
 def _check_mirroring(meta: dict[str, Any], mirroring: bool, checkpoint_dataset: str | None,

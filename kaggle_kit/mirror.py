@@ -32,7 +32,6 @@ import io
 import json
 import os
 import random
-import re
 import select
 import shutil
 import signal
@@ -50,7 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from kaggle_kit.errors import CredentialError, MirrorError
+from kaggle_kit.errors import CredentialError, HandleError, MirrorError
+from kaggle_kit.handles import parse_dataset
 
 if TYPE_CHECKING:
     from kaggle_kit.checkpoint import CheckpointInfo
@@ -61,7 +61,6 @@ __all__ = ["Confirmed", "DatasetMirror"]
 POINTER_FILE = "latest.json"
 LEDGER_FILE = "ledger.json"
 _METADATA_FILE = "dataset-metadata.json"
-_HANDLE_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)/([A-Za-z0-9][A-Za-z0-9-]{5,49})$")
 _PROD_API = "https://api.kaggle.com"
 _MAX_LEDGER_SESSIONS = 500
 
@@ -579,14 +578,12 @@ class DatasetMirror:
         max_attempts: int = 8,
         check_connection: bool = True,
     ) -> None:
-        match = _HANDLE_RE.match(handle or "")
-        if not match:
-            raise MirrorError(
-                f"dataset handle {handle!r} is not owner/slug with a slug of 6-50 letters, digits or dashes: "
-                "pass e.g. DatasetMirror('alice/cmfd-checkpoints')"
-            )
-        self.handle = handle
-        self.owner, self.slug = match.group(1), match.group(2)
+        try:
+            parsed = parse_dataset(handle, what="mirror dataset", versioned=False)
+        except HandleError as exc:
+            raise MirrorError(f"{exc}: pass e.g. DatasetMirror('alice/cmfd-checkpoints')") from None
+        self.handle = parsed.ref
+        self.owner, self.slug = parsed.owner, parsed.slug
         title = title or f"{self.slug} checkpoints"[:50]
         if not 6 <= len(title) <= 50:
             raise MirrorError(f"title {title!r} must be 6-50 characters long (a Kaggle dataset rule)")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from kaggle_kit.errors import KaggleApiError, MetadataError
+from kaggle_kit.errors import HandleError, KaggleApiError, MetadataError
+from kaggle_kit.handles import parse_dataset, parse_kernel
 
 __all__ = [
     "KERNELS",
@@ -41,7 +41,6 @@ KERNELS = ("train", "infer")
 BUILD_DIR = Path("notebooks") / "build"
 _KERNEL_METADATA = "kernel-metadata.json"
 _DATASET_METADATA = "dataset-metadata.json"
-_HANDLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Staging the code dataset leaves these out: history, environments, build outputs, caches and secrets.
 _SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", ".pytest_cache", ".mypy_cache",
               ".ruff_cache", ".ipynb_checkpoints", "build", "dist", ".kaggle-kit", "kaggle-kit-rehearsal",
@@ -116,10 +115,11 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _check_handle(value: str, what: str, source: str) -> str:
-    if not _HANDLE.match(value):
-        raise MetadataError(f"{what} {value!r} (from {source}) is not 'owner/slug': fix it there")
-    return value
+def _check_handle(value: str, what: str, source: str, parse: Callable[..., Any] = parse_dataset) -> str:
+    try:
+        return str(parse(value, what=what, versioned=False))
+    except HandleError as exc:
+        raise MetadataError(f"{exc} (from {source}): fix it there") from None
 
 
 def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -128,18 +128,18 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
         raise MetadataError(f"unknown kernel {kernel!r}: render one of {', '.join(KERNELS)}")
     train_meta_path = root / _KERNEL_METADATA
     train_meta = _read_json(train_meta_path, "the training kernel's kernel-metadata.json")
-    train_id = _check_handle(str(train_meta.get("id", "")), "kernel id", str(train_meta_path))
+    train_id = _check_handle(str(train_meta.get("id", "")), "kernel id", str(train_meta_path), parse_kernel)
     owner, train_slug = train_id.split("/")
     code_dataset = options.code_dataset
     if code_dataset is None:
         ds_path = root / _DATASET_METADATA
         code_dataset = str(_read_json(ds_path, "the code dataset's dataset-metadata.json").get("id", ""))
-        _check_handle(code_dataset, "code dataset id", str(ds_path))
+        code_dataset = _check_handle(code_dataset, "code dataset id", str(ds_path))
     checkpoint = options.checkpoint_dataset
     if checkpoint is None:
         checkpoint = f"{owner}/{train_slug}-ckpt"
     if checkpoint:
-        _check_handle(checkpoint, "checkpoint dataset", "--checkpoint-dataset")
+        checkpoint = _check_handle(checkpoint, "checkpoint dataset", "--checkpoint-dataset")
     if kernel == "train" and checkpoint and not options.internet:
         raise MetadataError(f"internet off cannot mirror checkpoints to {checkpoint}: pass --checkpoint-dataset '' "
                             "(checkpoints then survive only as the Batch output) or turn internet on")
@@ -181,7 +181,7 @@ def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, An
         }
     else:
         infer_id = options.infer_id or f"{owner}/{train_slug}-infer"
-        _check_handle(infer_id, "inference kernel id", "--infer-id")
+        infer_id = _check_handle(infer_id, "inference kernel id", "--infer-id", parse_kernel)
         if not checkpoint and not options.kernels:
             raise MetadataError("the inference kernel loads its weights from the checkpoint dataset: pass "
                                 "--checkpoint-dataset owner/slug, or --kernel-source owner/slug for a training "

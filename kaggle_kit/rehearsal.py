@@ -28,6 +28,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import KaggleKitError
 
 __all__ = ["RehearsalOptions", "RehearsalReport", "RehearsalWorkload", "SessionRow", "load_workload", "rehearse",
@@ -169,11 +170,11 @@ def _project_owner(root: Path) -> str:
 @contextlib.contextmanager
 def _client_sandboxed(workdir: Path) -> Iterator[None]:
     """Keep the Kaggle client's files (config dir, resumable-upload state) inside the rehearsal's folder."""
-    saved_env = {k: os.environ.get(k) for k in ("KAGGLE_CONFIG_DIR", "KAGGLE_KIT_API_ENDPOINT")}
+    saved_env = {k: os.environ.get(k) for k in (envvars.CONFIG_DIR, envvars.KIT_API_ENDPOINT)}
     saved_tmp = tempfile.tempdir
     client_tmp = workdir / "client" / "tmp"
     client_tmp.mkdir(parents=True, exist_ok=True)
-    os.environ["KAGGLE_CONFIG_DIR"] = str(workdir / "client" / "config")
+    os.environ[envvars.CONFIG_DIR] = str(workdir / "client" / "config")
     tempfile.tempdir = str(client_tmp)
     try:
         yield
@@ -260,7 +261,7 @@ class _Rehearsal:
                        competitions_dir=competitions, processing_seconds=0.2) as server:
             _say(f"Kaggle stand-in at {server.url} (user {self.owner})")
             point_client_at(server.url)
-            os.environ["KAGGLE_KIT_API_ENDPOINT"] = server.url
+            os.environ[envvars.KIT_API_ENDPOINT] = server.url
             creds = Credentials(username=self.owner, key=self.key, source="rehearsal")
             self.api = make_api(creds)
             self.server = server
@@ -425,7 +426,7 @@ class _Rehearsal:
             spec = SessionSpec(rendered.notebook, run_type="Interactive", mounts=mounts,
                                internet=self.options.internet, accelerator=self.options.accelerator,
                                time_limit_s=limit, api_url=self.server.url if self.options.internet else None,
-                               secrets={"KAGGLE_USERNAME": self.owner, "KAGGLE_KEY": self.key})
+                               secrets={envvars.USERNAME: self.owner, envvars.KEY: self.key})
             started = time.monotonic()
             result = sandbox.run(spec)
             return self._interactive_row(f"train #{index} (Interactive)", time.monotonic() - started, result)

@@ -15,10 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kaggle_kit import env
+from kaggle_kit import env, envvars
 from kaggle_kit.errors import RootNotFoundError
 
-ROOT_ENV = "KAGGLE_KIT_ROOT"
+ROOT_ENV = envvars.KIT_ROOT
 EXPLICIT_MARKER = ".kaggle-kit-root"
 MARKERS = (EXPLICIT_MARKER, "kernel-metadata.json", "setup.cfg", "pyproject.toml", ".git")
 DOWNWARD_DEPTH = 3

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from kaggle_kit._training_data import ResumableBatchSampler, SeededView, epoch_order, mix_seed
 from kaggle_kit.errors import CheckpointError, ConfigError
+from kaggle_kit.fileio import atomic_write_json
 
 __all__ = [
     "TrainConfig",
@@ -261,12 +262,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
         moved = [_to_device(v, device) for v in batch]
         return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
     return batch
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 class _LineProgress:
@@ -556,7 +551,7 @@ def train(
     def write_progress(status: str) -> None:
         # Read by the rehearsal and by people: where the run is, and what a kill now would lose.
         if out is not None:
-            _atomic_json(out / PROGRESS_FILE, {
+            atomic_write_json(out / PROGRESS_FILE, default=float, allow_nan=True, data={
                 "status": status, "step": state.step, "epoch": state.epoch, "position": state.position,
                 "micro_batches_per_epoch": num_micro, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                 "resumed_from_step": resumed_from, "steps_this_session": state.step - (resumed_from or 0),
@@ -566,8 +561,8 @@ def train(
 
     def write_history() -> None:
         if out is not None:
-            _atomic_json(out / HISTORY_FILE, {"history": state.history, "best": state.best,
-                                              "monitor": config.monitor, "config": asdict(config)})
+            atomic_write_json(out / HISTORY_FILE, default=float, allow_nan=True, data={
+                "history": state.history, "best": state.best, "monitor": config.monitor, "config": asdict(config)})
 
     start_step = state.step
     autocast = (

@@ -85,8 +85,10 @@ def test_a_kaggle_json_under_the_working_folder_is_refused(
 
 
 def test_bad_handle_and_foreign_owner_are_refused(sim_server: object, kaggle_root: Path) -> None:
-    with pytest.raises(MirrorError, match="owner/slug"):
+    with pytest.raises(MirrorError, match="Kaggle allows 6 to 50"):
         _mirror("alice/ckpt")
+    with pytest.raises(MirrorError, match="form owner/slug"):
+        _mirror("alice-run-checkpoints")
     with pytest.raises(MirrorError, match="belongs to bob"):
         _mirror("bob/run-checkpoints")
 

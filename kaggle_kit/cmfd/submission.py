@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Mapping
 
 from kaggle_kit.cmfd import rle
 from kaggle_kit.errors import SubmissionError
+from kaggle_kit.fileio import atomic_writer
 
 
 def read_sample_ids(sample_submission: Path) -> list[str]:
@@ -52,20 +52,17 @@ def write_submission(
         if case_id not in shapes:
             raise SubmissionError(f"case_id {case_id} has no image shape; pass the shape of every test image")
         _validate(case_id, annotations[case_id], shapes[case_id])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(["case_id", "annotation"])
+    for case_id in ids:
+        writer.writerow([case_id, annotations[case_id]])
+    text = buffer.getvalue()
     out = Path(out)
+    _check_written(text, out, ids, annotations, shapes)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".submission-", suffix=".csv", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
-            writer.writerow(["case_id", "annotation"])
-            for case_id in ids:
-                writer.writerow([case_id, annotations[case_id]])
-        _check_written(Path(tmp), ids, annotations, shapes)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(out, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
     return out
 
 
@@ -77,11 +74,10 @@ def _validate(case_id: str, annotation: str, shape: tuple[int, int]) -> None:
 
 
 def _check_written(
-    path: Path, ids: list[str], annotations: Mapping[str, str], shapes: Mapping[str, tuple[int, int]]
+    text: str, path: Path, ids: list[str], annotations: Mapping[str, str], shapes: Mapping[str, tuple[int, int]]
 ) -> None:
-    # Read the file back as the scorer would: quoting, order and every instance must survive the round trip.
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    # Read the text back as the scorer would: quoting, order and every instance must survive the round trip.
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     if [r["case_id"] for r in rows] != ids:
         raise SubmissionError(f"{path}: rows read back do not follow sample_submission's order")
     for row in rows:

@@ -17,9 +17,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import AcceleratorError, ConfigError
 
-SIM_ACCELERATOR_ENV = "KAGGLE_KIT_SIM_ACCELERATOR"
+SIM_ACCELERATOR_ENV = envvars.SIM_ACCELERATOR
 PLANS = ("gpu", "cpu", "auto")
 ON_TWO_GPUS = ("ddp", "refuse")
 _GIB = 1024**3

@@ -14,12 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import ConfigError
+from kaggle_kit.kaggle_platform import SESSION_LIMIT_S
 
-SIM_START_ENV = "KAGGLE_KIT_SIM_SESSION_START"
-SIM_LIMIT_ENV = "KAGGLE_KIT_SIM_SESSION_LIMIT_S"
-SESSION_START_ENV = "KAGGLE_KIT_SESSION_START"
-DEFAULT_LIMIT_S = 12 * 3600.0
+SIM_START_ENV = envvars.SIM_SESSION_START
+SIM_LIMIT_ENV = envvars.SIM_SESSION_LIMIT_S
+SESSION_START_ENV = envvars.KIT_SESSION_START
+DEFAULT_LIMIT_S = SESSION_LIMIT_S
 
 __all__ = ["SessionClock", "DEFAULT_LIMIT_S", "SESSION_START_ENV", "process_start_time"]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from kaggle_kit.errors import AcceleratorError, ConfigError, DistributedError
+from kaggle_kit.fileio import atomic_writer
 from kaggle_kit.guard.clock import SESSION_START_ENV, SessionClock
 
 BACKENDS = ("nccl", "gloo")
@@ -105,10 +106,8 @@ def _worker(rank: int, fn: Callable[..., Any], world_size: int, backend: str, po
     try:
         result = fn(RankContext(rank, world_size, backend, device), *args, **kwargs)
         # Write then rename: the launcher must never read a half-written result of a rank that died mid-write.
-        path = os.path.join(out_dir, f"rank{rank}.pkl")
-        with open(path + ".part", "wb") as fh:
+        with atomic_writer(os.path.join(out_dir, f"rank{rank}.pkl")) as fh:
             pickle.dump(result, fh)
-        os.replace(path + ".part", path)
         # No rank tears its connections down while a peer may still be talking to it (gloo aborts on that).
         dist.barrier()
     finally:

@@ -24,14 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import ConfigError, KaggleApiError, KaggleKitError
+from kaggle_kit.kaggle_platform import DEFAULT_BURN_RATES, WEEKLY_GPU_QUOTA_S
+from kaggle_kit.kaggle_platform import burn_rate as platform_burn_rate
 
-SIM_QUOTA_ENV = "KAGGLE_KIT_SIM_QUOTA_LEFT_S"
-DEFAULT_WEEKLY_GPU_S = 30 * 3600.0
+SIM_QUOTA_ENV = envvars.SIM_QUOTA_LEFT_S
+DEFAULT_WEEKLY_GPU_S = WEEKLY_GPU_QUOTA_S
 WEEK_S = 7 * 24 * 3600.0
-# Quota seconds charged per wall second; unverified observations. CPU-only sessions do not touch the GPU quota.
-DEFAULT_BURN_RATES: dict[str, float] = {"none": 0.0, "T4x2": 2.0}
-DEFAULT_BURN_RATE = 1.0
 
 __all__ = ["QuotaStatus", "burn_rate", "quota_from_api", "quota_from_ledger", "current_quota", "read_ledger",
            "DEFAULT_BURN_RATES", "DEFAULT_WEEKLY_GPU_S"]
@@ -73,12 +73,7 @@ class QuotaStatus:
 
 def burn_rate(accelerator: str, burn_rates: Mapping[str, float] | None = None) -> float:
     """Quota seconds charged per wall second on ``accelerator`` (e.g. ``"T4x2"``); settings override the defaults."""
-    rates = {**DEFAULT_BURN_RATES, **(burn_rates or {})}
-    if accelerator in rates:
-        return float(rates[accelerator])
-    if accelerator.upper().startswith("TPU"):
-        return 0.0  # TPU time is a separate quota
-    return DEFAULT_BURN_RATE
+    return platform_burn_rate(accelerator, dict(burn_rates or {}))
 
 
 def quota_from_api(api: Any | None = None) -> QuotaStatus:

@@ -11,44 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Kaggle's machine shapes and the simulated accelerator (KAGGLE_KIT_SIM_ACCELERATOR) each one gets. NvidiaTeslaT4 is
-# the "GPU T4 x2" of Kaggle's editor (the CLI help says two GPUs), so it is simulated as two.
-MACHINE_SHAPES = {
-    "NvidiaTeslaT4": "T4x2",
-    "NvidiaTeslaT4Highmem": "T4x2",
-    "NvidiaL4": "L4",
-    "NvidiaL4X1": "L4",
-    "NvidiaTeslaP100": "P100",
-    "NvidiaTeslaA100": "A100",
-    "NvidiaH100": "H100",
-    "TpuV5E8": "TPUv5e8",
-    "TpuV6E8": "TPUv6e8",
-}
-# enable_gpu without a machine shape: Kaggle's default GPU is now two T4s (the P100 is retired).
-DEFAULT_GPU = "T4x2"
-DEFAULT_TPU = "TPUv5e8"
-# Kaggle's session limits: 12 hours on CPU and GPU, 9 on TPU.
-SESSION_LIMIT_S = 12 * 3600.0
-TPU_SESSION_LIMIT_S = 9 * 3600.0
-
+from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S, burn_rate, is_tpu, machine_for
 
 def accelerator_for(machine_shape: str | None, *, enable_gpu: bool, enable_tpu: bool) -> str:
-    """The simulated accelerator name for a push's machine shape and GPU/TPU flags ("none" without either)."""
-    if machine_shape:
-        if machine_shape in MACHINE_SHAPES:
-            return MACHINE_SHAPES[machine_shape]
-        if machine_shape.lower() in ("none", "cpu"):
-            return "none"
-        return machine_shape
-    if enable_tpu:
-        return DEFAULT_TPU
-    if enable_gpu:
-        return DEFAULT_GPU
-    return "none"
+    """The simulated accelerator for a push's machine shape and GPU/TPU flags ("none" without either).
+
+    Raises:
+        ValueError: an unknown machine shape, naming Kaggle's shapes.
+    """
+    return machine_for(machine_shape, enable_gpu=enable_gpu, enable_tpu=enable_tpu).accelerator
 
 
 def uses_gpu_quota(accelerator: str) -> bool:
-    return accelerator != "none" and not accelerator.startswith("TPU")
+    return burn_rate(accelerator) > 0
+
+
+def session_limit_s(accelerator: str) -> float:
+    return TPU_SESSION_LIMIT_S if is_tpu(accelerator) else SESSION_LIMIT_S
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ Every change is written with a temp file and a rename, so a server killed mid-wr
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tarfile
@@ -24,6 +23,8 @@ import time
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Iterator
+
+from kaggle_kit.fileio import atomic_write_json, move_into_place, read_json
 
 _SCHEMA = 1
 
@@ -50,7 +51,7 @@ class StateStore:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._path = self.root / "state.json"
         if self._path.exists():
-            self.data: dict[str, Any] = json.loads(self._path.read_text())
+            self.data: dict[str, Any] = read_json(self._path, max_bytes=1 << 30)
         else:
             self.data = _empty_state()
             self.save()
@@ -58,10 +59,7 @@ class StateStore:
     def save(self) -> None:
         """Write the state atomically."""
         with self.lock:
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".state-", suffix=".json")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, self._path)
+            atomic_write_json(self._path, self.data, indent=1, sort_keys=True)
 
     def new_id(self) -> int:
         with self.lock:
@@ -80,7 +78,7 @@ class StateStore:
         if target.exists():
             path.unlink()
         else:
-            os.replace(path, target)
+            move_into_place(path, target)
         return sha, size
 
     def add_blob_stream(self, stream: BinaryIO) -> tuple[str, int]:
@@ -124,7 +122,7 @@ class StateStore:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.blob_path(entry["blob"]), dest)
         tmp.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
+        move_into_place(tmp, target)
         return target
 
     def build_zip(self, files: list[dict[str, Any]]) -> tuple[str, int]:

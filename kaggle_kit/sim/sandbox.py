@@ -42,7 +42,10 @@ from typing import Any, Callable, Mapping
 
 import nbformat
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import SandboxError
+from kaggle_kit.fileio import move_into_place
+from kaggle_kit.kaggle_platform import burn_rate
 from kaggle_kit.sim._sandbox_kernel import (
     _Deadline,
     _SessionClient,
@@ -54,8 +57,8 @@ from kaggle_kit.sim._sandbox_kernel import (
 
 __all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "add_run_arguments", "run_command"]
 
-ISOLATION_ENV = "KAGGLE_KIT_SIM_ISOLATION"
-SECRETS_FILE_ENV = "KAGGLE_KIT_SIM_SECRETS_FILE"
+ISOLATION_ENV = envvars.SIM_ISOLATION
+SECRETS_FILE_ENV = envvars.SIM_SECRETS_FILE
 RUN_TYPES = ("Batch", "Interactive")
 ISOLATIONS = ("auto", "namespace", "env")
 _LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
@@ -158,13 +161,6 @@ class SessionResult:
     failed_cell: int | None
     killed_at: float | None
     session_dir: Path
-
-
-def gpu_burn_rate(accelerator: str) -> float:
-    """GPU quota consumed per second of session: two T4s count double, TPUs and CPU sessions not at all."""
-    if accelerator == "none" or accelerator.upper().startswith("TPU"):
-        return 0.0
-    return 2.0 if accelerator == "T4x2" else 1.0
 
 
 _probe_lock = threading.Lock()
@@ -276,7 +272,7 @@ class Sandbox:
                 f"session {session.session_id} ended without a result ({crash!r}); see {session.log_path}"
             ) from crash
         wall_s = float(outcome.get("wall_s", 0.0))
-        used = wall_s * spec.clock_scale * gpu_burn_rate(spec.accelerator)
+        used = wall_s * spec.clock_scale * burn_rate(spec.accelerator)
         if spec.quota_left_s is not None:
             used = min(used, spec.quota_left_s)
         return SessionResult(
@@ -347,7 +343,7 @@ class Sandbox:
                 shutil.copy2(content, dest)
 
         limit_s = spec.time_limit_s / spec.clock_scale
-        burn = gpu_burn_rate(spec.accelerator)
+        burn = burn_rate(spec.accelerator)
         quota_s = None
         if burn and spec.quota_left_s is not None:
             quota_s = spec.quota_left_s / spec.clock_scale / burn
@@ -462,7 +458,7 @@ class Sandbox:
         try:
             if keep_output:
                 session.output_dir.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(session.tree / "working", session.output_dir)
+                move_into_place(session.tree / "working", session.output_dir)
                 output_dir = session.output_dir
                 for dropped in _drop_escaping_links(output_dir):
                     log.sandbox(f"output: dropped {dropped}, a symbolic link to outside /kaggle/working")
@@ -609,29 +605,29 @@ def _kernel_env(session: _Session, *, token: str, start_epoch: float) -> dict[st
         "JUPYTER_RUNTIME_DIR": str(session.private),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         "PYTHONPATH": os.pathsep.join([str(_STANDINS), str(_KIT_PATH)]),
-        "KAGGLE_KERNEL_RUN_TYPE": spec.run_type,
-        "KAGGLE_URL_BASE": spec.api_url if (spec.internet and spec.api_url) else "https://www.kaggle.com",
-        "KAGGLE_DATA_PROXY_URL": "https://dp.kaggle.net",
-        "KAGGLE_DATA_PROXY_TOKEN": _secrets.token_hex(16),
-        "KAGGLE_DATA_PROXY_PROJECT": "kaggle-kit-sim",
-        "KAGGLE_USER_SECRETS_TOKEN": token,
-        "KAGGLE_KERNEL_INTEGRATIONS": "",
+        envvars.KERNEL_RUN_TYPE: spec.run_type,
+        envvars.URL_BASE: spec.api_url if (spec.internet and spec.api_url) else "https://www.kaggle.com",
+        envvars.DATA_PROXY_URL: "https://dp.kaggle.net",
+        envvars.DATA_PROXY_TOKEN: _secrets.token_hex(16),
+        envvars.DATA_PROXY_PROJECT: "kaggle-kit-sim",
+        envvars.USER_SECRETS_TOKEN: token,
+        envvars.KERNEL_INTEGRATIONS: "",
         SECRETS_FILE_ENV: str(session.private / "secrets.json"),
-        "KAGGLE_KIT_SIM_ACCELERATOR": spec.accelerator,
-        "KAGGLE_KIT_SIM_SESSION_LIMIT_S": _number(session.limit_s),
-        "KAGGLE_KIT_SIM_SESSION_START": f"{start_epoch:.3f}",
+        envvars.SIM_ACCELERATOR: spec.accelerator,
+        envvars.SIM_SESSION_LIMIT_S: _number(session.limit_s),
+        envvars.SIM_SESSION_START: f"{start_epoch:.3f}",
     })
     if session.quota_s is not None and spec.quota_left_s is not None:
-        env["KAGGLE_KIT_SIM_QUOTA_LEFT_S"] = _number(spec.quota_left_s / spec.clock_scale)
-    project_root = spec.project_root or os.environ.get("KAGGLE_KIT_ROOT")
+        env[envvars.SIM_QUOTA_LEFT_S] = _number(spec.quota_left_s / spec.clock_scale)
+    project_root = spec.project_root or os.environ.get(envvars.KIT_ROOT)
     if project_root:
-        env["KAGGLE_KIT_ROOT"] = str(project_root)
+        env[envvars.KIT_ROOT] = str(project_root)
     if session.isolation == "env":
-        env["KAGGLE_KIT_KAGGLE_ROOT"] = str(session.tree)
+        env[envvars.KIT_KAGGLE_ROOT] = str(session.tree)
     if spec.internet and spec.api_url:
         env.update({
-            "KAGGLE_KIT_API_ENDPOINT": spec.api_url,
-            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+            envvars.KIT_API_ENDPOINT: spec.api_url,
+            envvars.API_ENVIRONMENT: "LOCALHOST",
             "HTTP_PROXY": spec.api_url,
         })
     if not spec.internet and not session.internet_blocked:
@@ -684,7 +680,7 @@ def _killed(deadline: _Deadline, session: _Session) -> dict[str, Any]:
     spec = session.spec
     if deadline.reason == "quota":
         why = (f"the weekly GPU quota ran out ({spec.quota_left_s:g} s at burn rate "
-               f"{gpu_burn_rate(spec.accelerator):g} for {spec.accelerator})")
+               f"{burn_rate(spec.accelerator):g} for {spec.accelerator})")
     else:
         why = f"the session reached its time limit ({spec.time_limit_s:g} s)"
     return {
@@ -758,7 +754,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "values never go on the command line")
     parser.add_argument("--workdir", type=Path, default=Path(".kaggle-kit") / "sim",
                         help="where sessions and outputs go (default: .kaggle-kit/sim)")
-    parser.add_argument("--api-url", default=os.environ.get("KAGGLE_KIT_API_ENDPOINT"),
+    parser.add_argument("--api-url", default=os.environ.get(envvars.KIT_API_ENDPOINT),
                         help="URL of the API stand-in (`kaggle-kit sim serve`) for the kernel, when internet is on")
 
 

@@ -41,7 +41,9 @@ from http.server import ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import quote
 
+from kaggle_kit import envvars
 from kaggle_kit.errors import ConfigError, KaggleKitError
+from kaggle_kit.kaggle_platform import WEEKLY_GPU_QUOTA_S, WEEKLY_TPU_QUOTA_S
 from kaggle_kit.sim import _sessions
 from kaggle_kit.sim._faults import FAULT_KINDS, Fault, FaultQueue, make_fault, parse_fault_spec
 from kaggle_kit.sim._http import ApiError as _ApiError
@@ -55,8 +57,6 @@ __all__ = ["SimServer", "add_serve_arguments", "serve_command", "FAULT_KINDS"]
 
 _log = logging.getLogger(__name__)
 
-WEEKLY_GPU_QUOTA_S = 30 * 3600.0
-WEEKLY_TPU_QUOTA_S = 20 * 3600.0
 # Google's resumable uploads expire after a week; the client keeps its state for six days.
 UPLOAD_TTL_S = 7 * 24 * 3600.0
 _WEB_BASE = "https://www.kaggle.com"
@@ -214,10 +214,10 @@ class SimServer:
         sends those requests here, and no ``NO_PROXY`` may exempt localhost.
         """
         env = dict(os.environ if base is None else base)
-        for name in ("NO_PROXY", "no_proxy", "http_proxy", "KAGGLE_API_TOKEN"):
+        for name in ("NO_PROXY", "no_proxy", "http_proxy", envvars.API_TOKEN):
             env.pop(name, None)
-        env.update({"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": self.url, "KAGGLE_USERNAME": self.username,
-                    "KAGGLE_KEY": self._key, "KAGGLE_KIT_API_ENDPOINT": self.url})
+        env.update({envvars.API_ENVIRONMENT: "LOCALHOST", "HTTP_PROXY": self.url, envvars.USERNAME: self.username,
+                    envvars.KEY: self._key, envvars.KIT_API_ENDPOINT: self.url})
         return env
 
     def __enter__(self) -> "SimServer":
@@ -680,9 +680,12 @@ class SimServer:
                 "status": "NEW_SCRIPT" if quick_save else "QUEUED", "failure": "", "started": None, "finished": None,
                 "has_output": False, "gpu_s": 0.0,
             }
-            version["accelerator"] = _sessions.accelerator_for(version["machine_shape"] or None,
-                                                               enable_gpu=version["enable_gpu"],
-                                                               enable_tpu=version["enable_tpu"])
+            try:
+                version["accelerator"] = _sessions.accelerator_for(version["machine_shape"] or None,
+                                                                   enable_gpu=version["enable_gpu"],
+                                                                   enable_tpu=version["enable_tpu"])
+            except ValueError as exc:
+                raise _ApiError(400, str(exc)) from None
             invalid = self._check_sources(version)
             record["versions"].append(version)
             folder = self._kernel_dir(record, number)
@@ -849,14 +852,13 @@ class SimServer:
             if self.models_dir is not None and (self.models_dir / source).is_dir():
                 mounts.append((self.models_dir / source, (f"models/{source}",)))
         accelerator = version["accelerator"]
-        limit = float(version["timeout_s"] or (_sessions.TPU_SESSION_LIMIT_S if accelerator.startswith("TPU")
-                                               else _sessions.SESSION_LIMIT_S))
+        limit = float(version["timeout_s"] or _sessions.session_limit_s(accelerator))
         quota_left = max(0.0, self.gpu_quota_s - self.quota_used_s) if _sessions.uses_gpu_quota(accelerator) else None
         return _sessions.SessionPlan(
             notebook=notebook, mounts=tuple(mounts), internet=version["enable_internet"], accelerator=accelerator,
             time_limit_s=limit, clock_scale=self.clock_scale, quota_left_s=quota_left,
             api_url=self.url if version["enable_internet"] else None,
-            secrets={"KAGGLE_USERNAME": self.username, "KAGGLE_KEY": self._key})
+            secrets={envvars.USERNAME: self.username, envvars.KEY: self._key})
 
     def _run_session(self, key: str, number: int) -> None:
         with self.store.lock:
@@ -956,8 +958,8 @@ def serve_command(args: argparse.Namespace) -> int:
     """``kaggle-kit sim serve``: print the URL first, then serve until SIGINT or SIGTERM."""
     faults = [parse_fault_spec(spec) for spec in args.fault]
     state = args.state or _default_state_dir()
-    user = args.user or os.environ.get("KAGGLE_USERNAME") or "sim-user"
-    key = args.key or os.environ.get("KAGGLE_KEY") or _secrets.token_hex(16)
+    user = args.user or os.environ.get(envvars.USERNAME) or "sim-user"
+    key = args.key or os.environ.get(envvars.KEY) or _secrets.token_hex(16)
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     sandbox = None if args.no_sandbox else _make_sandbox(Path(state))
@@ -975,8 +977,8 @@ def serve_command(args: argparse.Namespace) -> int:
         print(server.url, flush=True)
         print(f"# offline Kaggle for user {user}, state in {Path(state).resolve()}", flush=True)
         print("# point the kaggle CLI (in another shell) at it with:", flush=True)
-        for name, value in (("KAGGLE_API_ENVIRONMENT", "LOCALHOST"), ("HTTP_PROXY", server.url),
-                            ("KAGGLE_USERNAME", user), ("KAGGLE_KEY", key), ("KAGGLE_KIT_API_ENDPOINT", server.url)):
+        for name, value in ((envvars.API_ENVIRONMENT, "LOCALHOST"), ("HTTP_PROXY", server.url),
+                            (envvars.USERNAME, user), (envvars.KEY, key), (envvars.KIT_API_ENDPOINT, server.url)):
             print(f"export {name}={value}", flush=True)
         print("unset NO_PROXY no_proxy", flush=True)
         while not stop.wait(0.5):
