@@ -103,11 +103,11 @@ class _AllocationTracker:
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
                 for value in (*args, *(kwargs or {}).values()):
                     if isinstance(value, torch.Tensor):
-                        tracker._note_resident(value)
+                        tracker.note_resident(value)
                 out = func(*args, **(kwargs or {}))
                 for value in out if isinstance(out, (tuple, list)) else (out,):
                     if isinstance(value, torch.Tensor):
-                        tracker._note_allocated(value)
+                        tracker.note_allocated(value)
                 return out
 
         self.mode = _Mode()
@@ -115,14 +115,14 @@ class _AllocationTracker:
     def _total(self) -> int:
         return self.current + sum(self.resident.values())
 
-    def _note_resident(self, tensor: Any) -> None:
+    def note_resident(self, tensor: Any) -> None:
         storage = tensor.untyped_storage()
         key = storage.data_ptr()
         if key and key not in self.allocated and key not in self.resident:
             self.resident[key] = storage.nbytes()
             self._check()
 
-    def _note_allocated(self, tensor: Any) -> None:
+    def note_allocated(self, tensor: Any) -> None:
         storage = tensor.untyped_storage()
         key = storage.data_ptr()
         if not key or key in self.resident:
