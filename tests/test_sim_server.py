@@ -416,7 +416,7 @@ def test_fault_control_endpoint_needs_credentials(sim_server: Any) -> None:
 
 def test_fault_specs_parse_and_reject_bad_input() -> None:
     from kaggle_kit.errors import ConfigError
-    from kaggle_kit.sim._faults import parse_fault_spec
+    from kaggle_kit.sim.faults import parse_fault_spec
 
     fault = parse_fault_spec("429,count=3,match=StartBlobUpload,retry_after=1.5")
     assert (fault.kind, fault.count, fault.match, fault.retry_after) == ("429", 3, "StartBlobUpload", 1.5)
