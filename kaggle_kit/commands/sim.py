@@ -15,18 +15,23 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kaggle_kit import envvars
 from kaggle_kit.errors import SandboxError
-from kaggle_kit.kaggle_platform import WEEKLY_GPU_QUOTA_S
+from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, WEEKLY_GPU_QUOTA_S
 from kaggle_kit.sim.faults import FAULT_KINDS, parse_fault_spec
 from kaggle_kit.sim.sandbox import RUN_TYPES, InputMount, Sandbox, SessionSpec
 from kaggle_kit.sim.server import SimServer
 
 
+class Subparsers(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as far as a command needs it."""
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def register(subparsers: Subparsers) -> None:
     """Add the ``sim`` command with its ``serve`` and ``run`` sub-commands."""
     sim = subparsers.add_parser("sim", help="the offline Kaggle: API stand-in and session sandbox")
     sim.set_defaults(func=run)
@@ -132,7 +137,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-internet", dest="internet", action="store_false",
                         help="run without internet (own network namespace; the API stand-in is unreachable)")
     parser.add_argument("--accelerator", default="none", help="simulated accelerator: none, T4, T4x2, P100, L4, ...")
-    parser.add_argument("--time-limit", type=parse_duration, default=43200.0, metavar="DURATION",
+    parser.add_argument("--time-limit", type=parse_duration, default=SESSION_LIMIT_S, metavar="DURATION",
                         help="session limit in Kaggle time, e.g. 12h or 90s (default: 12h)")
     parser.add_argument("--clock-scale", type=float, default=1.0, metavar="K",
                         help="Kaggle seconds per real second (3600 runs a 12h limit in 12 s)")

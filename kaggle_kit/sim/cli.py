@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
-from kaggle_kit.commands.sim import register
+from kaggle_kit.commands.sim import Subparsers, register
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: Subparsers) -> None:
     register(subparsers)

@@ -246,8 +246,9 @@ class Datasets:
         return {
             "id": record["id"], "ref": ref, "title": record["title"], "subtitle": record["subtitle"],
             "creatorName": record["owner"], "creatorUrl": record["owner"], "ownerName": record["owner"],
-            "ownerRef": record["owner"], "url": f"{WEB_BASE}/datasets/{ref}", "lastUpdated": iso_time(record["updated"]),
-            "totalBytes": int(sum(f["size"] for f in current["files"])), "isPrivate": record["private"],
+            "ownerRef": record["owner"], "url": f"{WEB_BASE}/datasets/{ref}",
+            "lastUpdated": iso_time(record["updated"]), "totalBytes": int(sum(f["size"] for f in current["files"])),
+            "isPrivate": record["private"],
             "licenseName": record["license"], "description": record["description"],
             "currentVersionNumber": current["number"], "downloadCount": 0, "voteCount": 0, "viewCount": 0,
             "tags": [{"ref": k, "name": k} for k in record["keywords"]],

@@ -43,7 +43,7 @@ import nbformat
 from kaggle_kit import envvars
 from kaggle_kit.errors import SandboxError
 from kaggle_kit.fileio import move_into_place
-from kaggle_kit.kaggle_platform import burn_rate
+from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, burn_rate
 from kaggle_kit.sim.sandbox_kernel import (
     Deadline,
     SessionClient,
@@ -109,7 +109,7 @@ class SessionSpec:
     mounts: tuple[InputMount, ...] = ()
     internet: bool = True
     accelerator: str = "none"
-    time_limit_s: float = 43200.0
+    time_limit_s: float = SESSION_LIMIT_S
     clock_scale: float = 1.0
     quota_left_s: float | None = None
     api_url: str | None = None
