@@ -20,18 +20,9 @@ from typing import Iterator
 import nbformat
 import pytest
 
+from kaggle_kit.commands.sim import add_run_arguments, parse_duration, run_command, secrets_from_args
 from kaggle_kit.errors import SandboxError
-from kaggle_kit.sim.sandbox import (
-    InputMount,
-    Sandbox,
-    SessionResult,
-    SessionSpec,
-    _secrets_from_args,
-    add_run_arguments,
-    namespace_problem,
-    parse_duration,
-    run_command,
-)
+from kaggle_kit.sim.sandbox import InputMount, Sandbox, SessionResult, SessionSpec, namespace_problem
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox's kill and probes use /proc")
 
@@ -391,7 +382,7 @@ def test_cli_runs_a_jupytext_script_with_inputs_and_secrets(tmp_path: Path, monk
 def test_cli_secret_from_a_missing_variable_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOPE_NOT_SET", raising=False)
     with pytest.raises(SandboxError, match="NOPE_NOT_SET is not set"):
-        _secrets_from_args(["HF_TOKEN=NOPE_NOT_SET"])
+        secrets_from_args(["HF_TOKEN=NOPE_NOT_SET"])
 
 
 @pytest.mark.parametrize(

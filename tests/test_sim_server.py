@@ -271,6 +271,30 @@ def test_auth_refusal_bearer_and_introspection(kaggle_isolation: Path, tmp_path:
                                                                "/v1/datasets.DatasetApiService/ListDatasets"]
 
 
+def test_rpcs_come_from_the_areas_each_declared_once(kaggle_isolation: Path, tmp_path: Path) -> None:
+    from kaggle_kit.sim.rpc import rpc, rpc_table
+    from kaggle_kit.sim.server import SimServer
+
+    class Shadow:
+        @rpc("datasets.DatasetApiService/GetDataset")
+        def get_dataset(self, body: dict[str, Any], user: str) -> dict[str, Any]:
+            return {"shadow": user}
+
+    with SimServer(tmp_path / "state", username=SIM_USER, key="k" * 32) as server:
+        assert len(server.rpc_names) == 19
+        assert {"blobs.BlobApiService/StartBlobUpload", "datasets.DatasetApiService/CreateDataset",
+                "kernels.KernelsApiService/SaveKernel", "kernels.KernelsApiService/GetAcceleratorQuotaStatistics",
+                "security.OAuthService/IntrospectToken"} <= set(server.rpc_names)
+        with pytest.raises(ValueError, match="GetDataset is declared by both Datasets.get_dataset and Shadow"):
+            rpc_table(server.datasets, Shadow())
+        assert rpc_table(Shadow())["datasets.DatasetApiService/GetDataset"].handler({}, "u") == {"shadow": "u"}
+        # Credentials are checked before the method is looked up: an unknown RPC without them is a 401.
+        anonymous = requests.post(f"{server.url}/v1/datasets.DatasetApiService/Nope", json={})
+        assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic")
+    with pytest.raises(ValueError, match="not <package.Service>/<Method>"):
+        rpc("GetDataset")
+
+
 def test_cli_with_wrong_key_is_refused(kaggle_cli: Any) -> None:
     proc = kaggle_cli("datasets", "list", "--mine", env={"KAGGLE_KEY": "0" * 32})
     assert "Authentication required" in proc.stdout + proc.stderr
@@ -416,7 +440,7 @@ def test_fault_control_endpoint_needs_credentials(sim_server: Any) -> None:
 
 def test_fault_specs_parse_and_reject_bad_input() -> None:
     from kaggle_kit.errors import ConfigError
-    from kaggle_kit.sim._faults import parse_fault_spec
+    from kaggle_kit.sim.faults import parse_fault_spec
 
     fault = parse_fault_spec("429,count=3,match=StartBlobUpload,retry_after=1.5")
     assert (fault.kind, fault.count, fault.match, fault.retry_after) == ("429", 3, "StartBlobUpload", 1.5)

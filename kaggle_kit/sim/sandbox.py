@@ -22,14 +22,12 @@ Session folder layout::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import re
 import secrets as _secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,17 +43,17 @@ import nbformat
 from kaggle_kit import envvars
 from kaggle_kit.errors import SandboxError
 from kaggle_kit.fileio import move_into_place
-from kaggle_kit.kaggle_platform import burn_rate
-from kaggle_kit.sim._sandbox_kernel import (
-    _Deadline,
-    _SessionClient,
-    _SessionKernelManager,
-    _SessionLog,
+from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, burn_rate
+from kaggle_kit.sim.sandbox_kernel import (
+    Deadline,
+    SessionClient,
+    SessionKernelManager,
+    SessionLog,
     kill_session,
     session_namespace,
 )
 
-__all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "add_run_arguments", "run_command"]
+__all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "namespace_problem"]
 
 ISOLATION_ENV = envvars.SIM_ISOLATION
 SECRETS_FILE_ENV = envvars.SIM_SECRETS_FILE
@@ -111,7 +109,7 @@ class SessionSpec:
     mounts: tuple[InputMount, ...] = ()
     internet: bool = True
     accelerator: str = "none"
-    time_limit_s: float = 43200.0
+    time_limit_s: float = SESSION_LIMIT_S
     clock_scale: float = 1.0
     quota_left_s: float | None = None
     api_url: str | None = None
@@ -233,7 +231,7 @@ class Sandbox:
         """
         session = self._prepare(spec)
         outcome: dict[str, Any] = {}
-        log = _SessionLog(session.log_path, time.monotonic(), echo=self.echo)
+        log = SessionLog(session.log_path, time.monotonic(), echo=self.echo)
         done = threading.Event()
 
         def work() -> None:
@@ -354,13 +352,13 @@ class Sandbox:
             limit_s=limit_s, quota_s=quota_s, nb=nb,
         )
 
-    async def _execute(self, session: _Session, log: _SessionLog) -> dict[str, Any]:
+    async def _execute(self, session: _Session, log: SessionLog) -> dict[str, Any]:
         """Start the kernel, run the cells under the deadline, and kill everything at the end."""
         spec = session.spec
         _announce(session, log)
         token = _secrets.token_hex(16)
         _write_private_json(session.private / "secrets.json", {"token": token, "secrets": dict(spec.secrets)})
-        km = _SessionKernelManager(
+        km = SessionKernelManager(
             kernel_name="python3",
             transport="ipc" if os.name == "posix" else "tcp",
             connection_file=str(session.private / "kernel.json"),
@@ -384,8 +382,8 @@ class Sandbox:
         cwd = str(session.tree / "working") if session.isolation == "env" else str(session.folder)
         stderr_path = session.folder / "kernel.stderr"
         outcome: dict[str, Any] = {}
-        deadline: _Deadline | None = None
-        client: _SessionClient | None = None
+        deadline: Deadline | None = None
+        client: SessionClient | None = None
         namespace: str | None = None
         loop = asyncio.get_running_loop()
         task: asyncio.Future[Any] | None = None
@@ -404,9 +402,9 @@ class Sandbox:
                     if task is not None:
                         loop.call_soon_threadsafe(task.cancel)
 
-                deadline = _Deadline(delay - (time.monotonic() - start), reason, kill)
+                deadline = Deadline(delay - (time.monotonic() - start), reason, kill)
                 deadline.start()
-                client = _SessionClient(
+                client = SessionClient(
                     session.nb, km=km, log=log, timeout=None, startup_timeout=120, allow_errors=False,
                     record_timing=True, kernel_name="python3",
                 )
@@ -452,7 +450,7 @@ class Sandbox:
         log.sandbox(outcome["status_line"])
         return outcome
 
-    def _finish(self, session: _Session, log: _SessionLog, *, keep_output: bool) -> Path | None:
+    def _finish(self, session: _Session, log: SessionLog, *, keep_output: bool) -> Path | None:
         """Save or drop ``/kaggle/working`` (after every process is dead), and remove what must not persist."""
         output_dir: Path | None = None
         try:
@@ -645,7 +643,7 @@ def _number(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-def _announce(session: _Session, log: _SessionLog) -> None:
+def _announce(session: _Session, log: SessionLog) -> None:
     spec = session.spec
     quota = "unlimited" if session.quota_s is None else f"{session.quota_s:g} s of GPU quota"
     log.sandbox(
@@ -664,7 +662,7 @@ def _announce(session: _Session, log: _SessionLog) -> None:
             log.sandbox("internet off is NOT enforced without a network namespace: proxies point nowhere, sockets work")
 
 
-def _failure(exc: BaseException, client: _SessionClient | None) -> dict[str, Any]:
+def _failure(exc: BaseException, client: SessionClient | None) -> dict[str, Any]:
     from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     if isinstance(exc, CellExecutionError):
@@ -676,7 +674,7 @@ def _failure(exc: BaseException, client: _SessionClient | None) -> dict[str, Any
     return {"status": "ERROR", "failure": f"The kernel could not run: {type(exc).__name__}: {exc}"}
 
 
-def _killed(deadline: _Deadline, session: _Session) -> dict[str, Any]:
+def _killed(deadline: Deadline, session: _Session) -> dict[str, Any]:
     spec = session.spec
     if deadline.reason == "quota":
         why = (f"the weekly GPU quota ran out ({spec.quota_left_s:g} s at burn rate "
@@ -694,7 +692,7 @@ def _status_line(outcome: Mapping[str, Any]) -> str:
     return line + (f": {outcome['failure']}" if outcome.get("failure") else "")
 
 
-def _record_kernel_stderr(path: Path, log: _SessionLog) -> None:
+def _record_kernel_stderr(path: Path, log: SessionLog) -> None:
     """What the kernel process wrote outside of Jupyter's channels (launcher errors, C-level warnings)."""
     try:
         text = path.read_text(errors="replace")
@@ -705,7 +703,7 @@ def _record_kernel_stderr(path: Path, log: _SessionLog) -> None:
         log.record("stderr", text if text.endswith("\n") else text + "\n")
 
 
-async def _shutdown(km: _SessionKernelManager, client: _SessionClient | None) -> None:
+async def _shutdown(km: SessionKernelManager, client: SessionClient | None) -> None:
     """Reap the (already killed) kernel and release its sockets, connection file and ZMQ context."""
     try:
         if client is not None and client.kc is not None:
@@ -718,115 +716,3 @@ async def _shutdown(km: _SessionKernelManager, client: _SessionClient | None) ->
         pass
     finally:
         km.context.destroy(linger=0)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``15m``, ``12h``, ``2d`` or combinations like ``1h30m``."""
-    units = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    cleaned = text.strip().lower()
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd]?)", cleaned)
-    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd]?)", "", cleaned).strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write e.g. 90s, 15m, 12h or 1h30m")
-    return sum(float(number) * units[unit] for number, unit in parts)
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``kaggle-kit sim run``."""
-    parser.add_argument("notebook", metavar="NOTEBOOK", type=Path, help="an .ipynb, or a jupytext .py script")
-    parser.add_argument("--type", dest="run_type", choices=RUN_TYPES, default="Batch",
-                        help="Batch keeps /kaggle/working as the output; Interactive loses it (default: Batch)")
-    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="SRC:TARGET[,TARGET...]",
-                        help="attach folder SRC read-only at /kaggle/input/TARGET (repeatable; TARGET defaults to "
-                             "SRC's name), e.g. data/ckpt:datasets/alice/ckpt,ckpt")
-    parser.add_argument("--competition", dest="competitions", action="append", default=[], metavar="DIR",
-                        help="attach a competition's data folder at input/competitions/<name> and input/<name>")
-    parser.add_argument("--no-internet", dest="internet", action="store_false",
-                        help="run without internet (own network namespace; the API stand-in is unreachable)")
-    parser.add_argument("--accelerator", default="none", help="simulated accelerator: none, T4, T4x2, P100, L4, ...")
-    parser.add_argument("--time-limit", type=parse_duration, default=43200.0, metavar="DURATION",
-                        help="session limit in Kaggle time, e.g. 12h or 90s (default: 12h)")
-    parser.add_argument("--clock-scale", type=float, default=1.0, metavar="K",
-                        help="Kaggle seconds per real second (3600 runs a 12h limit in 12 s)")
-    parser.add_argument("--quota-left", type=parse_duration, default=None, metavar="DURATION",
-                        help="weekly GPU quota left in Kaggle time, e.g. 30h (default: unlimited)")
-    parser.add_argument("--secret", dest="secrets", action="append", default=[], metavar="LABEL[=ENV_VAR]",
-                        help="attach a secret, its value read from environment variable ENV_VAR (default: LABEL); "
-                             "values never go on the command line")
-    parser.add_argument("--workdir", type=Path, default=Path(".kaggle-kit") / "sim",
-                        help="where sessions and outputs go (default: .kaggle-kit/sim)")
-    parser.add_argument("--api-url", default=os.environ.get(envvars.KIT_API_ENDPOINT),
-                        help="URL of the API stand-in (`kaggle-kit sim serve`) for the kernel, when internet is on")
-
-
-def _mounts_from_args(inputs: list[str], competitions: list[str]) -> tuple[InputMount, ...]:
-    targets: dict[Path, list[str]] = {}
-    for item in inputs:
-        source, sep, rest = item.partition(":")
-        path = Path(source).expanduser()
-        names = [t.strip() for t in rest.split(",") if t.strip()] if sep else [path.resolve().name]
-        if not source or not names:
-            raise SandboxError(f"--input {item!r}: write SRC:TARGET, e.g. data/ckpt:datasets/alice/ckpt")
-        targets.setdefault(path, []).extend(names)
-    for item in competitions:
-        path = Path(item).expanduser()
-        slug = path.resolve().name
-        targets.setdefault(path, []).extend([f"competitions/{slug}", slug])
-    return tuple(InputMount(source, tuple(names)) for source, names in targets.items())
-
-
-def _secrets_from_args(items: list[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for item in items:
-        label, _, var = item.partition("=")
-        var = var or label
-        if var not in os.environ:
-            raise SandboxError(f"--secret {item}: environment variable {var} is not set; export it first")
-        values[label] = os.environ[var]
-    return values
-
-
-def _echo(stream: str, text: str) -> None:
-    target = sys.stderr if stream == "stderr" else sys.stdout
-    target.write(text)
-    target.flush()
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM ends the session the way Ctrl-C does: every process of the session killed, its folders removed.
-    raise SystemExit(128 + signum)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """``kaggle-kit sim run``: run one session and say where its notebook, log and output are."""
-    spec = SessionSpec(
-        args.notebook,
-        run_type=args.run_type,
-        mounts=_mounts_from_args(args.inputs, args.competitions),
-        internet=args.internet,
-        accelerator=args.accelerator,
-        time_limit_s=args.time_limit,
-        clock_scale=args.clock_scale,
-        quota_left_s=args.quota_left,
-        api_url=args.api_url,
-        secrets=_secrets_from_args(args.secrets),
-    )
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        result = Sandbox(args.workdir, echo=_echo).run(spec)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(f"session {result.session_id}: {result.status} in {result.wall_s:.1f} s (isolation: {result.isolation})")
-    if result.isolation_note and result.isolation == "env":
-        print(f"  fallback: {result.isolation_note}; the kernel used KAGGLE_KIT_KAGGLE_ROOT instead of /kaggle")
-    print(f"  executed notebook: {result.executed_notebook}")
-    print(f"  log: {result.log_path}")
-    if result.output_dir is not None:
-        print(f"  output: {result.output_dir}")
-    else:
-        print("  output: none (an Interactive session loses /kaggle/working)")
-    if result.gpu_s:
-        print(f"  GPU quota used: {result.gpu_s:.0f} s of Kaggle time")
-    if result.status != "COMPLETE":
-        print(f"kaggle-kit sim run: {result.failure_message}", file=sys.stderr)
-        return 1
-    return 0

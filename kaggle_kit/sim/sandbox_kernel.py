@@ -1,6 +1,6 @@
 """The moving parts of one sandbox session: the kernel's launch, the session log, the deadline and the kill.
 
-Private to :mod:`kaggle_kit.sim.sandbox`.
+The building blocks of :mod:`kaggle_kit.sim.sandbox`, which is the interface to use.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-class _SessionLog:
+class SessionLog:
     """The session log in Kaggle's shape: a JSON list of ``{stream_name, time, data}``, one record per line.
 
     Records are flushed as they come, so the log can be followed while the session runs; ``close`` ends the list.
@@ -68,7 +68,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return json.loads(text)
 
 
-class _SessionKernelManager(AsyncKernelManager):
+class SessionKernelManager(AsyncKernelManager):
     """Launches ipykernel with this interpreter, behind the namespace launcher when the session is isolated.
 
     The kernel command is built here rather than taken from a kernel spec, so a user's own ``python3`` kernel spec
@@ -85,10 +85,10 @@ class _SessionKernelManager(AsyncKernelManager):
         return [*self.launch_prefix, *kernel, *(extra_arguments or [])]
 
 
-class _SessionClient(NotebookClient):
+class SessionClient(NotebookClient):
     """nbclient's executor, also writing every output to the session log and remembering the running cell."""
 
-    def __init__(self, nb: Any, *, km: AsyncKernelManager, log: _SessionLog, **kw: Any) -> None:
+    def __init__(self, nb: Any, *, km: AsyncKernelManager, log: SessionLog, **kw: Any) -> None:
         super().__init__(nb, km=km, on_cell_execute=self._on_cell_execute, **kw)
         self.session_log = log
         self.running_cell: int | None = None
@@ -208,7 +208,7 @@ def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 
         time.sleep(0.01)
 
 
-class _Deadline:
+class Deadline:
     """Kills the session at a deadline unless disarmed first; the kill and the disarm never interleave."""
 
     def __init__(self, delay_s: float, reason: str, kill: Callable[[], None]) -> None:

@@ -1,6 +1,8 @@
-"""HTTP plumbing of the offline Kaggle server: request targets, auth gate, faults, uploads, ranged file replies.
+"""The HTTP layer of the offline Kaggle server: request targets, faults, the RPC envelope, upload PUTs and ranged
+file replies.
 
-The API's meaning lives in :mod:`kaggle_kit.sim.server`; this module only moves bytes for it.
+The API's meaning lives in the server and its areas; this module only moves bytes for them, through the public
+methods that :class:`ApiBackend` names.
 """
 
 from __future__ import annotations
@@ -12,53 +14,50 @@ import logging
 import re
 import socket
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Iterator, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from kaggle_kit.errors import KaggleKitError
-from kaggle_kit.sim._faults import FAULT_KINDS, make_fault
+from kaggle_kit.sim.faults import FAULT_KINDS, FaultQueue, make_fault
+from kaggle_kit.sim.rpc import BLOB_PATH, FAULTS_PATH, OUTPUT_PATH, UPLOAD_PATH, ApiError, Redirect, duration, to_int
+from kaggle_kit.sim.uploads import Uploads
 
-if TYPE_CHECKING:
-    from kaggle_kit.sim.server import SimServer
-
-_log = logging.getLogger("kaggle_kit.sim.server")
-
-
-class ApiError(Exception):
-    """An RPC failure answered as HTTP ``status`` with ``{"code", "message"}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+_log = logging.getLogger(__name__)
 
 
-class Redirect:
-    """An RPC answered with a 302 to ``url`` (downloads)."""
+class ApiBackend(Protocol):
+    """What the HTTP layer needs from the server it serves."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    @property
+    def request_log(self) -> deque[tuple[str, str, int]]:
+        """(method, path, status) of recent requests, newest last; status 0 when the connection was dropped."""
 
+    @property
+    def faults(self) -> FaultQueue: ...
 
-def duration(seconds: float) -> str:
-    """Seconds as protobuf JSON writes a Duration (``"151.5s"``)."""
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    @property
+    def uploads(self) -> Uploads: ...
 
+    def authenticate(self, header: str | None) -> str | None:
+        """The user an Authorization header proves, or None."""
 
-def to_int(value: Any, default: int = 0) -> int:
-    """``int(value)``, or ``default`` for anything that is not a number."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
+    def call_rpc(self, name: str, body: dict[str, Any], user: str | None) -> dict[str, Any] | Redirect:
+        """Answer RPC ``name`` for ``user`` (None: no valid credentials); ApiError for an error reply."""
+
+    def kernel_output_file(self, owner: str, slug: str, number: int, rel: str) -> Path | None: ...
 
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], backend: ApiBackend) -> None:
+        self.backend = backend
+        super().__init__(address, _Handler)
 
 
 class _DualStackServer(_HTTPServer):
@@ -72,8 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60
 
     @property
-    def sim(self) -> SimServer:
-        return self.server.sim  # type: ignore[attr-defined]
+    def backend(self) -> ApiBackend:
+        return cast(_HTTPServer, self.server).backend
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         _log.debug("%s " + format, self.address_string(), *args)
@@ -96,9 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch()
 
-    # Plumbing
-
-    def _iter_body(self) -> Any:
+    def _iter_body(self) -> Iterator[bytes]:
         """Yield the request body in chunks (Content-Length or chunked)."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             while True:
@@ -171,12 +168,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionError, socket.timeout, TimeoutError):
             self.close_connection = True
         finally:
-            self.sim.request_log.append((self.command, route, self._status))
+            self.backend.request_log.append((self.command, route, self._status))
 
     def _handle(self, route: str) -> None:
-        sim = self.sim
-        is_upload = self.command == "PUT" and route.startswith("/_sim/upload/")
-        fault = None if route.startswith("/_sim/faults") else sim._faults.take(route, is_upload=is_upload)
+        backend = self.backend
+        is_upload = self.command == "PUT" and route.startswith(UPLOAD_PATH)
+        fault = None if route.startswith(FAULTS_PATH) else backend.faults.take(route, is_upload=is_upload)
         if fault is not None and fault.kind != "cut_upload":
             if fault.kind == "slow":
                 time.sleep(2.0 if fault.delay is None else fault.delay)
@@ -195,12 +192,12 @@ class _Handler(BaseHTTPRequestHandler):
         if route.startswith("/v1/"):
             self._handle_rpc(route[len("/v1/"):])
         elif is_upload:
-            self._handle_upload(route[len("/_sim/upload/"):], cut=fault is not None)
-        elif route.startswith("/_sim/blobs/") and self.command in ("GET", "HEAD"):
-            self._handle_blob(route[len("/_sim/blobs/"):])
-        elif route.startswith("/_sim/outputs/") and self.command in ("GET", "HEAD"):
-            self._handle_output(route[len("/_sim/outputs/"):])
-        elif route == "/_sim/faults":
+            self._handle_upload(route[len(UPLOAD_PATH):], cut=fault is not None)
+        elif route.startswith(BLOB_PATH) and self.command in ("GET", "HEAD"):
+            self._handle_blob(route[len(BLOB_PATH):])
+        elif route.startswith(OUTPUT_PATH) and self.command in ("GET", "HEAD"):
+            self._handle_output(route[len(OUTPUT_PATH):])
+        elif route == FAULTS_PATH:
             self._handle_faults()
         elif route in ("/", "/_sim/health") and self.command in ("GET", "HEAD"):
             self._send_json(200, {"status": "ok", "service": "kaggle-kit offline Kaggle"})
@@ -209,7 +206,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(404, f"{self.command} {route} is not served by the offline Kaggle stand-in")
 
     def _handle_rpc(self, name: str) -> None:
-        sim = self.sim
         raw = self._read_body()
         if self.command != "POST":
             self._send_error(405, f"{name} takes POST with a JSON body")
@@ -221,18 +217,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_error(400, f"{name}: the request body is not a JSON object")
             return
-        if name == "security.OAuthService/IntrospectToken":
-            self._send_json(200, sim._introspect(body))
-            return
-        user = sim._check_auth(self.headers.get("Authorization"))
-        if user is None:
-            self._send_error(401, "Unauthenticated: send the offline server's username and key (Basic) or its token "
-                                  "(Bearer)", {"WWW-Authenticate": 'Basic realm="kaggle-kit-sim"'})
-            return
+        backend = self.backend
         try:
-            reply = sim._call_rpc(name, body, user)
+            reply = backend.call_rpc(name, body, backend.authenticate(self.headers.get("Authorization")))
         except ApiError as exc:
-            self._send_error(exc.status, exc.message)
+            self._send_error(exc.status, exc.message, exc.headers)
             return
         except Exception as exc:  # answer like Kaggle's 500 instead of dropping the connection
             _log.exception("RPC %s failed", name)
@@ -244,15 +233,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {k: v for k, v in reply.items() if v is not None})
 
     def _handle_faults(self) -> None:
-        sim = self.sim
+        backend = self.backend
         raw = self._read_body()
-        if sim._check_auth(self.headers.get("Authorization")) is None:
+        if backend.authenticate(self.headers.get("Authorization")) is None:
             self._send_error(401, "the fault control endpoint needs the server's credentials")
             return
         if self.command == "GET":
-            self._send_json(200, {"faults": [f.to_dict() for f in sim.pending_faults]})
+            self._send_json(200, {"faults": [f.to_dict() for f in backend.faults.pending()]})
         elif self.command == "DELETE":
-            sim.clear_faults()
+            backend.faults.clear()
             self._send_json(200, {"faults": []})
         elif self.command == "POST":
             try:
@@ -265,79 +254,29 @@ class _Handler(BaseHTTPRequestHandler):
                                       "\"count\", \"match\", \"retry_after\", \"delay\"}")
                 return
             for fault in faults:
-                sim._faults.add(fault)
-            self._send_json(200, {"faults": [f.to_dict() for f in sim.pending_faults]})
+                backend.faults.add(fault)
+            self._send_json(200, {"faults": [f.to_dict() for f in backend.faults.pending()]})
         else:
-            self._send_error(405, "use GET, POST or DELETE on /_sim/faults")
+            self._send_error(405, f"use GET, POST or DELETE on {FAULTS_PATH}")
 
     def _handle_upload(self, token: str, *, cut: bool) -> None:
-        sim = self.sim
-        record = sim._upload_record(token)
-        if record is None:
-            self._read_body()
-            self._send_error(404, "upload session not found or expired: start the upload again")
-            return
-        part = sim._part_path(token)
-        length = record["length"]
-        have = part.stat().st_size if part.exists() else 0
-        content_range = self.headers.get("Content-Range") or ""
-        if record["blob"] is not None and not content_range.startswith("bytes */"):
-            # A completed upload re-sent whole: keep the stored blob.
-            self._read_body()
+        reply = self.backend.uploads.receive(token, self.headers.get("Content-Range") or "", self._iter_body(),
+                                             cut=cut)
+        if reply.status == 0:
+            self._drop()
+        elif reply.status == 200:
             self._send_json(200, {"token": token})
-            return
-        probe = re.fullmatch(r"bytes \*/(\d+)", content_range.strip())
-        if probe:
-            self._read_body()
-            if record["blob"] is not None:
-                self._send_json(200, {"token": token})
-            else:
-                self._send_incomplete(have)
-            return
-        start = 0
-        ranged = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", content_range.strip())
-        if content_range and not ranged:
-            self._read_body()
-            self._send_error(400, f"malformed Content-Range {content_range!r}")
-            return
-        if ranged:
-            start = int(ranged.group(1))
-            if int(ranged.group(3)) != length or start > have:
-                self._read_body()
-                self._send_error(400, f"Content-Range {content_range!r} does not continue the {have} bytes received "
-                                      f"of {length}")
-                return
-        cut_at = start + max(1, (length - start) // 2) if cut else None
-        with open(part, "r+b" if part.exists() else "wb") as out:
-            out.seek(start)
-            out.truncate()
-            written = start
-            for chunk in self._iter_body():
-                if cut_at is not None and written + len(chunk) >= cut_at:
-                    out.write(chunk[: cut_at - written])
-                    out.flush()
-                    self._drop()
-                    return
-                out.write(chunk)
-                written += len(chunk)
-        if written == length:
-            sim._finish_upload(token)
-            self._send_json(200, {"token": token})
-        elif written > length:
-            part.unlink(missing_ok=True)
-            self._send_error(400, f"received {written} bytes but the upload declared {length}: start it again")
+        elif reply.status == 308:
+            headers = {"Range": f"bytes=0-{reply.received - 1}"} if reply.received > 0 else {}
+            self._send(308, b"", headers=headers)
         else:
-            self._send_incomplete(written)
-
-    def _send_incomplete(self, have: int) -> None:
-        headers = {"Range": f"bytes=0-{have - 1}"} if have > 0 else {}
-        self._send(308, b"", headers=headers)
+            self._send_error(reply.status, reply.message)
 
     def _handle_blob(self, rest: str) -> None:
         self._read_body()
         sha = rest.split("/", 1)[0]
-        path = self.sim.store.blob_path(sha) if re.fullmatch(r"[0-9a-f]{64}", sha) else None
-        if path is None or not path.is_file():
+        path = self.backend.uploads.blob_file(sha)
+        if path is None:
             self._send_error(404, "blob not found")
             return
         self._serve_file(path, f'"{sha}"')
@@ -347,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = rest.split("/", 3)
         path = None
         if len(parts) == 4 and parts[2].isdigit():
-            path = self.sim.kernel_output_file(parts[0], parts[1], int(parts[2]), parts[3])
+            path = self.backend.kernel_output_file(parts[0], parts[1], int(parts[2]), parts[3])
         if path is None:
             self._send_error(404, "output file not found")
             return
@@ -404,9 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
                 remaining -= len(data)
 
 
-def make_http_server(sim: "SimServer", host: str, port: int) -> ThreadingHTTPServer:
-    """A threaded HTTP server on ``host:port`` whose handler serves ``sim``."""
+def make_http_server(backend: ApiBackend, host: str, port: int) -> ThreadingHTTPServer:
+    """A threaded HTTP server on ``host:port`` whose handler serves ``backend``."""
     server_class = _DualStackServer if ":" in host else _HTTPServer
-    httpd = server_class((host, port), _Handler)
-    httpd.sim = sim  # type: ignore[attr-defined]
-    return httpd
+    return server_class((host, port), backend)

@@ -70,6 +70,23 @@ class StateStore:
     def blob_path(self, sha: str) -> Path:
         return self.root / "blobs" / sha
 
+    def part_path(self, token: str) -> Path:
+        """Where the bytes of resumable upload ``token`` collect until it completes."""
+        return self.root / "uploads" / f"{token}.part"
+
+    def kernel_dir(self, owner: str, slug: str, number: int | None = None) -> Path:
+        """A kernel's folder, or one version's (its source, ``output/`` and ``log.txt``)."""
+        folder = self.root / "kernels" / owner / slug
+        return folder if number is None else folder / str(number)
+
+    def dataset_mount_dir(self, dataset_id: int, number: int | None = None) -> Path:
+        """A dataset's mount copies, or one version's.
+
+        Keyed by the dataset's id: a deleted and re-created slug starts its versions at 1 again.
+        """
+        folder = self.root / "mounts" / "datasets" / str(dataset_id)
+        return folder if number is None else folder / str(number)
+
     def add_blob_file(self, path: Path) -> tuple[str, int]:
         """Move ``path`` into the blob store; returns (sha256, size)."""
         sha = _sha256_file(path)
