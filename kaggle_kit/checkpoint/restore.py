@@ -107,7 +107,8 @@ def load_model_state(
     ordered: Any = type(own)(saved) if hasattr(own, "_metadata") else saved
     metadata = state.get("model_metadata")
     if isinstance(metadata, dict) and metadata:
-        ordered._metadata = decode(metadata, {}, where)
+        # torch keeps the per-module state versions of a state dict in this attribute of the dict itself.
+        setattr(ordered, "_metadata", decode(metadata, {}, where))
     try:
         target.load_state_dict(ordered, strict=not diffs)
     except (RuntimeError, TypeError, ValueError) as exc:
