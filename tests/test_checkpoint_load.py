@@ -16,7 +16,7 @@ from kaggle_kit.checkpoint import Checkpointer, checkpoint_name, load
 from kaggle_kit.errors import CheckpointError, InputNotFoundError
 
 
-def _model(hidden: int = 8) -> nn.Module:
+def _model(hidden: int = 8) -> nn.Sequential:
     return nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 2))
 
 

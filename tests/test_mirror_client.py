@@ -24,7 +24,7 @@ def _http(status: int, text: str = "", headers: dict[str, str] | None = None) ->
 
 
 def _client(**overrides: Any) -> ApiClient:
-    settings = dict(handle="alice/run-ckpts", title="run ckpts", staging_root="/nonexistent",
+    settings: dict[str, Any] = dict(handle="alice/run-ckpts", title="run ckpts", staging_root="/nonexistent",
                     verify_timeout_s=60.0, poll_interval_s=0.0, backoff_s=0.0, max_backoff_s=0.0, max_attempts=4,
                     run_type=None, accelerator="none")
     settings.update(overrides)

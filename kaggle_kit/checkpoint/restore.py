@@ -118,7 +118,8 @@ def load_model_state(
 
 def _restored(info: CheckpointInfo, state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Restored:
     where = str(info.manifest_path)
-    best = state.get("best") if isinstance(state.get("best"), dict) else {}
+    recorded = state.get("best")
+    best: Mapping[str, Any] = recorded if isinstance(recorded, dict) else {}
     metrics = decode(state.get("metrics") or {}, tensors, where)
     best_name = best.get("name")
     best_value = best.get("value")

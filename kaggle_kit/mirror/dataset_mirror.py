@@ -298,10 +298,10 @@ class DatasetMirror:
             self._outstanding -= 1
             self.last_error, self.in_flight = None, None
         elif kind == worker.FAILED:
-            _, message, self.retries = args
+            _, failure, self.retries = args
             self._outstanding -= 1
             self.in_flight = None
-            self._fail(message)
+            self._fail(str(failure))
 
     def submit(self, latest: CheckpointInfo, best: CheckpointInfo | None = None) -> None:
         """Queue a checkpoint (and the best one, if older) for upload; returns at once.

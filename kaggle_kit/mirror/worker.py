@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kaggle_kit.checkpoint.format import CheckpointInfo, copy_checkpoint, info_from_manifest, refuse_credentials_in, \
-    verify_files
+    step_of, verify_files
 from kaggle_kit.errors import CheckpointError, MirrorError, MirrorStopped, TransientApiError
 from kaggle_kit.mirror.client import ApiClient, MirrorSettings, response_status
 from kaggle_kit.mirror.ledger import LEDGER_FILE, POINTER_FILE, Confirmed, ledger_document, new_session, now_iso, \
@@ -75,7 +76,9 @@ class Uploader(ApiClient):
         """Remove version folders an uploader killed mid-upload left behind."""
         if not self.staging_root.is_dir():
             return
-        for folder in self.staging_root.glob(f"{_STAGING_PREFIX}step-*"):
+        for folder in self.staging_root.glob(f"{_STAGING_PREFIX}*"):
+            if step_of(folder.name[len(_STAGING_PREFIX):].rpartition("-")[0]) is None:
+                continue
             with contextlib.suppress(OSError):
                 if time.time() - folder.stat().st_mtime > older_than_s:
                     shutil.rmtree(folder, ignore_errors=True)
@@ -105,9 +108,10 @@ class Uploader(ApiClient):
             with self._cond:
                 while self._pending is None and not self.stop.is_set():
                     self._cond.wait()
-                if self.stop.is_set():
+                job = self._pending
+                if self.stop.is_set() or job is None:
                     return
-                job, self._pending = self._pending, None
+                self._pending = None
             self.send(STARTED, job["latest"])
             try:
                 confirmed = self._upload(job)
@@ -231,11 +235,13 @@ class Uploader(ApiClient):
             self.wait(self.settings.poll_interval_s)
         listed: dict[str, int] = {}
         token: str | None = None
+        ref = f"{self.handle}/{version}"
+
+        def list_page(page: str | None) -> Any:
+            return api.dataset_list_files(ref, page_token=page, page_size=100)
+
         while True:
-            response = self.call(
-                f"listing the files of {self.handle}/{version}",
-                lambda t=token: api.dataset_list_files(f"{self.handle}/{version}", page_token=t, page_size=100),
-            )
+            response = self.call(f"listing the files of {ref}", functools.partial(list_page, token))
             for item in getattr(response, "dataset_files", None) or []:
                 listed[str(item.name)] = int(item.total_bytes or 0)
             token = getattr(response, "next_page_token", None)
