@@ -76,6 +76,15 @@ def test_attached_dataset_by_handle_under_both_layouts(layout: str, tmp_path: Pa
     assert load("alice/run-ckpts", model=model, which="newest").step == 2
 
 
+def test_attached_notebook_output_by_handle(tmp_path: Path, kaggle_root: Path) -> None:
+    # A notebook slug may be 5 characters, one fewer than a dataset's; its output keeps its folders.
+    output = kaggle_root / "input" / "notebooks" / "alice" / "train" / "checkpoints"
+    output.parent.mkdir(parents=True)
+    shutil.copytree(_run(tmp_path / "run", {3: 0.9, 4: 0.1}), output)
+    model = _model()
+    assert load("alice/train", model=model).step == 3 and _weights_step(model) == 3.0
+
+
 def test_none_searches_every_attached_input_but_the_competition(tmp_path: Path, kaggle_root: Path) -> None:
     # A training run's output keeps its folders: checkpoints sit in a sub-folder.
     output = kaggle_root / "input" / "notebooks" / "alice" / "train-run" / "checkpoints"

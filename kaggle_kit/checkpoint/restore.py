@@ -316,7 +316,7 @@ def restore_newest(
 def _search_roots(path_or_dataset: str | os.PathLike[str] | None) -> tuple[list[Path], str, str]:
     """The folders to search, the source label, and a description of where that is (for errors)."""
     from kaggle_kit import env
-    from kaggle_kit.handles import parse_dataset
+    from kaggle_kit.handles import parse_dataset, parse_kernel
 
     if path_or_dataset is None:
         roots = [Path(i.path) for i in env.attached_inputs() if i.kind != "competition"]
@@ -333,12 +333,16 @@ def _search_roots(path_or_dataset: str | os.PathLike[str] | None) -> tuple[list[
                                   "holds the step-*.manifest.json files, or an attached dataset's owner/slug")
         return [path], "local", str(path)
     try:
-        handle = parse_dataset(path_or_dataset, what="checkpoint dataset")
+        handle = parse_dataset(path_or_dataset, what="checkpoint dataset").cli_ref
     except HandleError as exc:
-        raise CheckpointError(f"{path_or_dataset!r} is neither an existing folder nor a dataset handle ({exc})") from exc
+        try:
+            handle = parse_kernel(path_or_dataset, what="training notebook").cli_ref
+        except HandleError:
+            raise CheckpointError(f"{path_or_dataset!r} is neither an existing folder nor a dataset handle "
+                                  f"({exc})") from exc
     # find_input raises InputNotFoundError listing every place it looked; a notebook output works too.
-    root = env.find_input(handle.cli_ref)
-    return [root], "input", f"{root} (the attached {handle.cli_ref})"
+    root = env.find_input(handle)
+    return [root], "input", f"{root} (the attached {handle})"
 
 
 def _load_order(candidates: list[CheckpointInfo], which: str) -> list[CheckpointInfo]:
@@ -366,9 +370,10 @@ def load(
     """Find a checkpoint and load its weights into ``model``, in one call (inference).
 
     Args:
-        path_or_dataset: a folder holding checkpoints (searched four folder levels deep); or the handle
-            ``owner/slug[/N]`` of an attached dataset or notebook output, under either input layout; or None for
-            every attached input but the competition data.
+        path_or_dataset: a folder holding checkpoints (searched four folder levels deep; a string is a folder
+            when one exists there, or when it is absolute); or the handle ``owner/slug[/N]`` of an attached dataset
+            or notebook output, under either input layout; or None for every attached input but the competition
+            data.
         model: the model to load into (DataParallel, DDP and ``torch.compile`` wrappers are looked through).
         which: ``"best"``, the best checkpoint by the run's monitored metric, as the newest checkpoint names it
             (the newest when the run monitored nothing); or ``"newest"``.
