@@ -23,9 +23,11 @@ _EXPORTS = {
     "reload": "kaggle_kit.hotreload",
     "enable_autoreload": "kaggle_kit.hotreload",
     "Checkpointer": "kaggle_kit.checkpoint",
+    "load_checkpoint": "kaggle_kit.checkpoint:load",
     "DatasetMirror": "kaggle_kit.mirror",
     "SessionClock": "kaggle_kit.guard.clock",
     "detect_accelerator": "kaggle_kit.guard.accelerator",
+    "plan_devices": "kaggle_kit.guard.accelerator",
     "run_preflight": "kaggle_kit.guard.preflight",
 }
 
@@ -35,10 +37,12 @@ __all__ = ["__version__", "env", *_EXPORTS]
 def __getattr__(name: str) -> Any:
     if name == "env":
         return importlib.import_module("kaggle_kit.env")
-    module = _EXPORTS.get(name)
-    if module is None:
+    target = _EXPORTS.get(name)
+    if target is None:
         raise AttributeError(f"module 'kaggle_kit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    # "module:attribute" exports a name under another one (load_checkpoint is kaggle_kit.checkpoint.load).
+    module, _, attribute = target.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 

@@ -73,3 +73,24 @@ class HandleError(KaggleKitError):
 
 class MalformedFileError(KaggleKitError):
     """A file read from disk, a dataset or the network is malformed, too deep, too large or not UTF-8."""
+
+
+class TransientApiError(KaggleApiError):
+    """A Kaggle API call or upload failed in a way that passes: worth trying again after a wait.
+
+    Attributes:
+        status: the HTTP status, or None (a dropped connection, an upload that never completed).
+        retry_after_s: how long the server asked to wait (429 Retry-After), or None.
+        still_processing: the previous dataset version is still being processed (403); wait for it.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None,
+                 still_processing: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.still_processing = still_processing
+
+
+class MirrorStopped(KaggleKitError):
+    """The mirror is closing: the wait in progress is abandoned (never reaches the training loop)."""

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from kaggle_kit import envvars
+from kaggle_kit.checkpoint.format import MANIFEST_GLOB, MANIFEST_SUFFIX, STATE_SUFFIX, TENSOR_SUFFIX
 from kaggle_kit.errors import KaggleKitError
+from kaggle_kit.mirror.ledger import LEDGER_FILE
 
 __all__ = ["RehearsalOptions", "RehearsalReport", "RehearsalWorkload", "SessionRow", "load_workload", "rehearse",
            "add_commands"]
@@ -223,11 +225,11 @@ def _weights_digest(checkpoint_pt: Path) -> str:
 
 
 def _newest_checkpoint(folder: Path) -> Path | None:
-    manifests = sorted(folder.rglob("step-*.manifest.json"))
+    manifests = sorted(folder.rglob(MANIFEST_GLOB))
     if not manifests:
         return None
     newest = manifests[-1]
-    return newest.with_name(newest.name.replace(".manifest.json", ".pt"))
+    return newest.with_name(newest.name[: -len(MANIFEST_SUFFIX)] + TENSOR_SUFFIX)
 
 
 class _Rehearsal:
@@ -457,11 +459,11 @@ class _Rehearsal:
         newest = _newest_checkpoint(dest)
         if newest is not None:
             self.report.weights_sha256 = _weights_digest(newest)
-        info = _read_json(newest.with_name(newest.name.replace(".pt", ".json"))) if newest else None
+        info = _read_json(newest.with_name(newest.name[: -len(TENSOR_SUFFIX)] + STATE_SUFFIX)) if newest else None
         if info and isinstance(info.get("best"), dict) and info["best"].get("value") is not None:
             self.report.final_score = float(info["best"]["value"])
         # The working folders are gone; the mirror's ledger says how far each session got into the dataset.
-        ledger = _read_json(dest / "ledger.json") or {}
+        ledger = _read_json(dest / LEDGER_FILE) or {}
         mirrored = [s for s in ledger.get("sessions", []) if isinstance(s, dict)]
         train = [s for s in self.report.sessions if s.name.startswith("train")]
         for row, entry in zip(train, mirrored[-len(train):]):

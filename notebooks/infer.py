@@ -44,7 +44,7 @@ _kit = next((p for p in _kit_candidates() if (p / "kaggle_kit" / "__init__.py").
 if _kit is not None and str(_kit) not in sys.path:
     sys.path.insert(0, str(_kit))
 
-from kaggle_kit.root import find_root
+from kaggle_kit import find_root
 
 root = find_root(_kit)
 print(f"project root: {root.path} ({root.reason})")
@@ -52,59 +52,27 @@ print(f"project root: {root.path} ({root.reason})")
 # %% config and device
 import torch
 
+from kaggle_kit import detect_accelerator, plan_devices
 from kaggle_kit.cmfd.config import load_cmfd_config
-from kaggle_kit.guard.accelerator import detect_accelerator, plan_devices
 
 cfg = load_cmfd_config(config if config in ("default", "tiny") else root.path / config, overrides)
 plan = plan_devices(accelerator_plan, detect_accelerator())
 device = torch.device("cuda" if plan.device_type == "cuda" else "cpu")
 
-# %% model: the best checkpoint of the attached checkpoint dataset
-import tempfile
-
-from kaggle_kit.checkpoint import Checkpointer, copy_checkpoint
+# %% model: the best checkpoint of the attached checkpoint dataset (None: of any attached input, e.g. a run's output)
+from kaggle_kit import load_checkpoint
 from kaggle_kit.cmfd.model import build_model
-from kaggle_kit.env import find_input, temp_dir, working_dir
-from kaggle_kit.errors import CheckpointError
 
 model = build_model(cfg, from_checkpoint=True)  # the checkpoint brings the weights: no DINOv2 download
-scratch = Path(tempfile.mkdtemp(prefix="checkpoints-", dir=temp_dir() if temp_dir().is_dir() else None))
-found = Checkpointer(scratch / "newest", monitor="score", mode="max", restore_only=True)
-newest = found.restore(model=model, search_mirror=False)
-if newest is None:
-    raise CheckpointError(f"no checkpoint under the attached inputs ({find_input(checkpoint_dataset, kind='dataset')}"
-                          "): attach the checkpoint dataset of a finished training run")
-best = found.best
-if best is not None and best.step != newest.step:
-    copy_checkpoint(best, scratch / "best")
-    Checkpointer(scratch / "best", restore_only=True).restore(model=model, search_inputs=False, search_mirror=False)
-chosen = best.step if best is not None else newest.step
-print(f"weights of step {chosen} (best score {newest.best_metric}) from {newest.source}")
+loaded = load_checkpoint(checkpoint_dataset, model=model, which="best")
+print(f"weights of step {loaded.step} (best score {loaded.best_metric}) from {loaded.path}")
 model.to(device).eval()
 
-# %% predict the test images, write submission.csv in sample_submission's order
+# %% predict the test images; predict_folder writes submission.csv in sample_submission's order and validates it
+from kaggle_kit import env, find_input
 from kaggle_kit.cmfd.inference import predict_folder
 
 competition_dir = find_input(competition, kind="competition")
 submission = predict_folder(model, competition_dir / "test_images", competition_dir / "sample_submission.csv",
-                            working_dir() / "submission.csv", cfg, device=device)
-
-# %% validate: the order of sample_submission, every annotation decodes at its image's size
-import csv
-
-from PIL import Image
-
-from kaggle_kit.cmfd import rle
-from kaggle_kit.cmfd.submission import read_sample_ids
-from kaggle_kit.errors import SubmissionError
-
-with open(submission, newline="") as fh:
-    rows = list(csv.DictReader(fh))
-expected = read_sample_ids(competition_dir / "sample_submission.csv")
-if [r["case_id"] for r in rows] != expected:
-    raise SubmissionError(f"{submission}: rows are not in sample_submission's order")
-for row in rows:
-    width, height = Image.open(competition_dir / "test_images" / f"{row['case_id']}.png").size
-    rle.decode_annotation(row["annotation"], (height, width))
-forged = sum(r["annotation"] != rle.AUTHENTIC for r in rows)
-print(f"{submission}: {len(rows)} rows, {forged} predicted forged, valid")
+                            env.working_dir() / "submission.csv", cfg, device=device)
+print(f"{submission}: written and validated")
