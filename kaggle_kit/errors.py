@@ -73,3 +73,7 @@ class HandleError(KaggleKitError):
 
 class MalformedFileError(KaggleKitError):
     """A file read from disk, a dataset or the network is malformed, too deep, too large or not UTF-8."""
+
+
+class PluginError(KaggleKitError):
+    """A command plugin could not be loaded: an optional dependency is missing, or the plugin itself is broken."""

@@ -11,8 +11,9 @@ import nbformat
 import pytest
 
 from kaggle_kit.errors import CredentialError, KaggleApiError, MetadataError
-from kaggle_kit.notebooks import BUILD_DIR, RenderOptions, kernel_output, kernel_status, publish_code, push, render, \
-    stage_code
+from kaggle_kit.code_dataset import publish_code, stage_code
+from kaggle_kit.kernels import kernel_output, kernel_status
+from kaggle_kit.notebooks import BUILD_DIR, RenderOptions, push, render
 
 REPO = Path(__file__).resolve().parents[1]
 COMPETITION = "recodai-luc-scientific-image-forgery-detection"

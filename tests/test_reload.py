@@ -17,7 +17,7 @@ import pytest
 
 from kaggle_kit.errors import ReloadError
 
-reload_mod = importlib.import_module("kaggle_kit.hotreload")
+reload_mod = importlib.import_module("kaggle_kit.hotreload.reloader")
 
 
 def put(path: Path, text: str, *, git_pull: bool = False) -> None:
@@ -285,13 +285,13 @@ def test_non_editable_install_warns_stale_copy(kernel: Kernel, project: Path,
 # --------------------------------------------------------------------------- in process
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Iterator[tuple[Path, reload_mod._Reloader, dict]]:
+def tree(tmp_path: Path) -> Iterator[tuple[Path, reload_mod.Reloader, dict]]:
     """A project root on sys.path, a reloader watching it, a notebook namespace; modules removed afterwards."""
     root = tmp_path / "proj"
     root.mkdir()
     sys.path.insert(0, str(root))
     before = set(sys.modules)
-    reloader = reload_mod._Reloader([root.resolve()])
+    reloader = reload_mod.Reloader([root.resolve()])
     reloader.namespace = {}
     try:
         yield root, reloader, reloader.namespace
@@ -301,7 +301,7 @@ def tree(tmp_path: Path) -> Iterator[tuple[Path, reload_mod._Reloader, dict]]:
             del sys.modules[name]
 
 
-def _baseline(reloader: reload_mod._Reloader, *names: str) -> list[types.ModuleType]:
+def _baseline(reloader: reload_mod.Reloader, *names: str) -> list[types.ModuleType]:
     modules = [importlib.import_module(n) for n in names]
     assert not reloader.check(explicit=False), "the first check must only take the baseline"
     return modules
