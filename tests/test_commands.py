@@ -4,7 +4,9 @@ to load breaks only itself (simulated with real, temporary dist-info folders on 
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -197,6 +199,34 @@ def test_working_plugins_register_a_module_or_a_function(site: Path, capsys: pyt
     with pytest.raises(SystemExit):
         main(["hello", "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_cmfd_without_its_extra_is_listed_with_the_hint_and_refuses_to_run() -> None:
+    # The real plugin and the kit's own metadata, in a process where scipy cannot be imported.
+    script = textwrap.dedent("""
+        import sys
+
+        class NoScipy:
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] == "scipy":
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoScipy())
+        from kaggle_kit.commands import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = {**os.environ, "COLUMNS": "500"}
+    shown = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    hint = "pip install 'kaggle-kit[cmfd]'"
+    assert _listed(shown.stdout, "cmfd") == f"unavailable: needs scipy, which is not installed; {hint}"
+    assert _listed(shown.stdout, "lint") is not None
+    ran = subprocess.run([sys.executable, "-c", script, "cmfd", "score", "--solution", "s.csv", "--submission",
+                          "p.csv"], capture_output=True, text=True, env=env, timeout=120)
+    assert ran.returncode == 2
+    assert ran.stderr == f"kaggle-kit: error: the cmfd commands need scipy, which is not installed: {hint}\n"
 
 
 def test_install_hint_without_a_matching_extra(site: Path) -> None:
