@@ -10,7 +10,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints-dev.txt torch torchvision
-	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e '.[dev,cmfd]'
 	touch $(STAMP)
 
 venv: $(STAMP)

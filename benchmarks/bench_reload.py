@@ -112,8 +112,8 @@ def main() -> None:
         imports = "\n".join(f"import benchpkg.mod{i:03d}" for i in range(args.modules))
         shell.run_cell(imports)
 
-        reload_module = importlib.import_module("kaggle_kit.hotreload")
-        ours = reload_module._reloader([root])
+        reload_module = importlib.import_module("kaggle_kit.hotreload.reloader")
+        ours = reload_module.Reloader([root.resolve()])
         our_hooks = [("pre_run_cell", ours.pre_run_cell), ("post_execute", ours.post_execute)]
         _hooks(shell, our_hooks, on=True)
         shell.run_cell("pass")

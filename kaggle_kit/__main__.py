@@ -1,5 +1,5 @@
 import sys
 
-from kaggle_kit.cli import main
+from kaggle_kit.commands import main
 
 sys.exit(main())

@@ -94,3 +94,7 @@ class TransientApiError(KaggleApiError):
 
 class MirrorStopped(KaggleKitError):
     """The mirror is closing: the wait in progress is abandoned (never reaches the training loop)."""
+
+
+class PluginError(KaggleKitError):
+    """A command plugin could not be loaded: an optional dependency is missing, or the plugin itself is broken."""

@@ -17,11 +17,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlparse
 
 from kaggle_kit import envvars
-from kaggle_kit.errors import CredentialError
+from kaggle_kit.errors import CredentialError, KaggleApiError
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -214,3 +214,38 @@ def make_api(credentials: Credentials | None = None) -> KaggleApi:
         api.config_values[KaggleApi.CONFIG_NAME_KEY] = creds.key
     api._authenticated = True
     return api
+
+
+def describe_http_error(exc: BaseException) -> str:
+    """What a failed client call says: the server's status and message when it answered, else the exception."""
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            return f"HTTP {response.status_code}: {response.json().get('message', response.text)}"
+        except ValueError:
+            return f"HTTP {response.status_code}: {response.text[:200]}"
+    return str(exc)
+
+
+def check_reply(response: Any, what: str, *, tolerated: Sequence[str] = ()) -> None:
+    """Raise when a reply reports a server-side error (the official CLI would still exit 0).
+
+    ``tolerated`` sources may be reported invalid without failing (a mirror dataset the first run creates).
+
+    Raises:
+        KaggleApiError: naming ``what`` and every problem the reply reports.
+    """
+    if response is None:
+        raise KaggleApiError(f"{what}: the server sent no reply")
+    error = getattr(response, "error", None)
+    status = getattr(response, "status", None)
+    problems = [f"error: {error}"] if error else []
+    if status and str(status).lower() not in ("ok", "", "none"):
+        problems.append(f"status: {status}")
+    for name in ("invalid_tags", "invalid_dataset_sources", "invalid_competition_sources", "invalid_kernel_sources",
+                 "invalid_model_sources"):
+        bad = [b for b in getattr(response, name, None) or [] if b not in tolerated]
+        if bad:
+            problems.append(f"{name.replace('_', ' ')}: {', '.join(map(str, bad))}")
+    if problems:
+        raise KaggleApiError(f"{what} failed on the server: " + "; ".join(problems))

@@ -7,7 +7,6 @@ with the field and the fix.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -17,13 +16,14 @@ from typing import Any
 from kaggle_kit.errors import HandleError, MetadataError
 from kaggle_kit.handles import parse_competition, parse_dataset, parse_kernel, parse_model, slugify
 from kaggle_kit.kaggle_platform import MACHINE_SHAPES, resolve_shape
+from kaggle_kit.metadata_files import KERNEL_METADATA
 
-METADATA_FILE = "kernel-metadata.json"
+METADATA_FILE = KERNEL_METADATA
 LANGUAGES = ("python", "r", "rmarkdown")
 KERNEL_TYPES = ("script", "notebook")
 PINNING_TYPES = ("original", "latest")
 
-__all__ = ["LintFinding", "lint_kernel_metadata", "require_valid_kernel_metadata", "add_commands"]
+__all__ = ["METADATA_FILE", "LintFinding", "lint_kernel_metadata", "require_valid_kernel_metadata"]
 
 
 @dataclass(frozen=True)
@@ -217,27 +217,3 @@ def require_valid_kernel_metadata(folder: str | os.PathLike[str], *, mirroring: 
         path = Path(folder) / METADATA_FILE
         raise MetadataError(f"{path} would not push correctly:\n" + "\n".join(f"  {e}" for e in errors))
     return findings
-
-
-def _run(args: argparse.Namespace) -> int:
-    findings = lint_kernel_metadata(args.path, mirroring=not args.no_mirroring,
-                                    checkpoint_dataset=args.checkpoint_dataset)
-    for finding in findings:
-        print(finding)
-    errors = sum(f.severity == "error" for f in findings)
-    print(f"{errors} error(s) in {Path(args.path) / METADATA_FILE}" if errors else
-          f"{Path(args.path) / METADATA_FILE}: ready to push")
-    return 1 if errors else 0
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``kaggle-kit lint``."""
-    parser = subparsers.add_parser("lint", help="check kernel-metadata.json before pushing",
-                                   description="Check kernel-metadata.json before `kaggle kernels push`.")
-    parser.add_argument("-p", "--path", default=".", help="folder holding kernel-metadata.json (default: .)")
-    parser.add_argument("--checkpoint-dataset", metavar="OWNER/SLUG",
-                        help="the checkpoint mirror, which must be in dataset_sources")
-    parser.add_argument("--no-mirroring", action="store_true",
-                        help="checkpoints are not mirrored, so internet may be off (e.g. a submission)")
-    parser.set_defaults(func=_run)
-

@@ -12,7 +12,6 @@ this module never imports one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -33,8 +32,8 @@ from kaggle_kit.checkpoint.format import MANIFEST_GLOB, MANIFEST_SUFFIX, STATE_S
 from kaggle_kit.errors import KaggleKitError
 from kaggle_kit.mirror.ledger import LEDGER_FILE
 
-__all__ = ["RehearsalOptions", "RehearsalReport", "RehearsalWorkload", "SessionRow", "load_workload", "rehearse",
-           "add_commands"]
+__all__ = ["RehearsalOptions", "RehearsalReport", "RehearsalWorkload", "SessionRow", "format_report", "load_workload",
+           "rehearse"]
 
 DEFAULT_WORKDIR = "kaggle-kit-rehearsal"
 _TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
@@ -193,7 +192,7 @@ def _client_sandboxed(workdir: Path) -> Iterator[None]:
 
 
 def _wait(api: Any, ref: str, *, timeout_s: float) -> dict[str, Any]:
-    from kaggle_kit.notebooks import kernel_status
+    from kaggle_kit.kernels import kernel_status
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -305,7 +304,7 @@ class _Rehearsal:
         )
 
     def _publish_code(self) -> None:
-        from kaggle_kit.notebooks import publish_code
+        from kaggle_kit.code_dataset import publish_code
 
         published = publish_code(self.root, api=self.api, notes="rehearsal")
         _say(f"code published as {published['ref']} ({len(published['files'])} files)")
@@ -337,7 +336,7 @@ class _Rehearsal:
         shutil.rmtree(probe, ignore_errors=True)
 
     def _train_batch(self) -> None:
-        from kaggle_kit.notebooks import kernel_output
+        from kaggle_kit.kernels import kernel_output
 
         self._resolve_datasets()
         if not self.mirroring:
@@ -411,7 +410,8 @@ class _Rehearsal:
             self.report.weights_sha256 = _weights_digest(newest)
 
     def _train_interactive(self, sandbox: Any, competition_dir: Path) -> None:
-        from kaggle_kit.notebooks import render, stage_code
+        from kaggle_kit.code_dataset import stage_code
+        from kaggle_kit.notebooks import render
         from kaggle_kit.sim.sandbox import InputMount, SessionSpec
 
         self._resolve_datasets()
@@ -473,7 +473,7 @@ class _Rehearsal:
                 row.resumed_from = previous.get("last_step")
 
     def _infer(self, solution: Path) -> None:
-        from kaggle_kit.notebooks import kernel_output
+        from kaggle_kit.kernels import kernel_output
 
         if not self.checkpoint_dataset:
             _say("no checkpoint dataset (mirroring off): the inference notebook reads the training run's output")
@@ -571,37 +571,3 @@ def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -
         lines.append(f"final weights sha256: {report.weights_sha256}")
     lines.append(f"wall time: {report.wall_s:.0f} s")
     return "\n".join(lines)
-
-
-def _command(args: argparse.Namespace) -> int:
-    options = RehearsalOptions(
-        kill_after_s=args.kill_after, run_type=args.type, accelerator=args.accelerator, internet=not args.no_internet,
-        workdir=Path(args.workdir), keep=args.keep, deadline_stop=args.deadline_stop, seed=args.seed,
-        workload=args.workload, overrides=tuple(args.set or ()), infer=not args.no_infer,
-    )
-    report = rehearse(args.root, options)
-    print(format_report(report, load_workload(options.workload).baseline_name))
-    if options.keep:
-        print(f"kept: {report.workdir}")
-    return 0 if report.ok else 1
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("rehearse", help="rehearse a whole Kaggle training run offline, kills included")
-    parser.add_argument("--kill-after", type=float, default=RehearsalOptions.kill_after_s, metavar="SECONDS",
-                        help="real seconds before the first training session is killed (0: no kill)")
-    parser.add_argument("--type", choices=("Batch", "Interactive"), default="Batch", help="session type")
-    parser.add_argument("--accelerator", choices=tuple(ACCELERATOR_SHAPES), default="none",
-                        help="simulated accelerator (T4x2 takes the DDP path, on CPU)")
-    parser.add_argument("--no-internet", action="store_true",
-                        help="training without internet: no mirror, resume from the Batch output")
-    parser.add_argument("--deadline-stop", action="store_true",
-                        help="let the kit see the session limit and stop cleanly before the kill")
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="folder for the rehearsal's files")
-    parser.add_argument("--keep", action="store_true", help="leave the workdir for inspection")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic competition")
-    parser.add_argument("--workload", default="cmfd", help="the workload to rehearse")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
-    parser.add_argument("--no-infer", action="store_true", help="stop after training (no inference session)")
-    parser.add_argument("--root", default=None, help="project root (default: found from here)")
-    parser.set_defaults(func=_command)

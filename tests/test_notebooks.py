@@ -11,8 +11,9 @@ import nbformat
 import pytest
 
 from kaggle_kit.errors import CredentialError, KaggleApiError, MetadataError
-from kaggle_kit.notebooks import BUILD_DIR, RenderOptions, kernel_output, kernel_status, publish_code, push, render, \
-    stage_code
+from kaggle_kit.code_dataset import publish_code, stage_code
+from kaggle_kit.kernels import kernel_output, kernel_status
+from kaggle_kit.notebooks import BUILD_DIR, RenderOptions, push, render
 
 REPO = Path(__file__).resolve().parents[1]
 COMPETITION = "recodai-luc-scientific-image-forgery-detection"
@@ -209,3 +210,15 @@ def test_render_command_takes_extra_parameters(tmp_path, capsys):
     assert params["overrides"] == ["train.epochs=2"]
     assert main(["render", "train", "--root", str(root), "--param", "no-equals"]) == 2
     assert "write NAME=VALUE" in capsys.readouterr().err
+
+
+def test_names_that_moved_out_of_notebooks_still_import_with_a_warning() -> None:
+    import kaggle_kit.notebooks as old
+    from kaggle_kit import code_dataset, kernels
+
+    for name, home in (("stage_code", code_dataset), ("publish_code", code_dataset), ("kernel_status", kernels),
+                       ("kernel_output", kernels)):
+        with pytest.warns(DeprecationWarning, match=rf"kaggle_kit\.notebooks\.{name} moved to {home.__name__}\.{name}"):
+            assert getattr(old, name) is getattr(home, name)
+    with pytest.raises(AttributeError, match="no attribute 'add_commands'"):
+        getattr(old, "add_commands")

@@ -17,7 +17,7 @@ import pytest
 
 from kaggle_kit.errors import ReloadError
 
-reload_mod = importlib.import_module("kaggle_kit.hotreload")
+reload_mod = importlib.import_module("kaggle_kit.hotreload.reloader")
 
 
 def put(path: Path, text: str, *, git_pull: bool = False) -> None:
@@ -282,16 +282,44 @@ def test_non_editable_install_warns_stale_copy(kernel: Kernel, project: Path,
     assert f"pip install -e {project}" in cell.err
 
 
+@pytest.mark.slow
+def test_load_ext_turns_autoreload_on_and_unload_ext_off(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("ext-project")
+    (root / ".kaggle-kit-root").write_text("")
+    put(root / "k_ext/__init__.py", "")
+    put(root / "k_ext/m.py", "def f():\n    return 'old'\n")
+    k = Kernel(root, tmp_path_factory.mktemp("ext-home"))  # a fresh kernel: nothing enabled the reloader yet
+    try:
+        cell = k.run(f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom k_ext.m import f\nprint(f())")
+        assert "old" in cell.out, cell.text
+        put(root / "k_ext/m.py", "def f():\n    return 'not reloaded: the extension is not loaded'\n")
+        assert "old" in k.run("print(f())").out
+
+        cell = k.run("%load_ext kaggle_kit.hotreload")
+        assert not cell.error and not cell.err, cell.text
+        put(root / "k_ext/m.py", "def f():\n    return 'new!'\n")
+        cell = k.run("print(f())")
+        assert "new!" in cell.out, cell.text
+        assert "reloaded k_ext.m: changed f" in cell.out
+
+        assert not k.run("%unload_ext kaggle_kit.hotreload").error
+        put(root / "k_ext/m.py", "def f():\n    return 'after unload'\n")
+        cell = k.run("print(f())")
+        assert "new!" in cell.out and "reloaded" not in cell.out, cell.text
+    finally:
+        k.close()
+
+
 # --------------------------------------------------------------------------- in process
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Iterator[tuple[Path, reload_mod._Reloader, dict]]:
+def tree(tmp_path: Path) -> Iterator[tuple[Path, reload_mod.Reloader, dict]]:
     """A project root on sys.path, a reloader watching it, a notebook namespace; modules removed afterwards."""
     root = tmp_path / "proj"
     root.mkdir()
     sys.path.insert(0, str(root))
     before = set(sys.modules)
-    reloader = reload_mod._Reloader([root.resolve()])
+    reloader = reload_mod.Reloader([root.resolve()])
     reloader.namespace = {}
     try:
         yield root, reloader, reloader.namespace
@@ -301,7 +329,7 @@ def tree(tmp_path: Path) -> Iterator[tuple[Path, reload_mod._Reloader, dict]]:
             del sys.modules[name]
 
 
-def _baseline(reloader: reload_mod._Reloader, *names: str) -> list[types.ModuleType]:
+def _baseline(reloader: reload_mod.Reloader, *names: str) -> list[types.ModuleType]:
     modules = [importlib.import_module(n) for n in names]
     assert not reloader.check(explicit=False), "the first check must only take the baseline"
     return modules
@@ -594,3 +622,13 @@ def test_default_root_is_the_project_root(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("KAGGLE_KIT_ROOT", raising=False)
     monkeypatch.chdir(tmp_path / "notebooks")
     assert reload_mod._resolve_roots(None) == [tmp_path.resolve()]
+
+
+def test_the_reloader_leaves_its_own_package_out(tree) -> None:
+    _, reloader, _ = tree
+    kit = Path(reload_mod.__file__).resolve().parents[2]  # the checkout holding kaggle_kit/
+    reloader.set_roots([kit])
+    assert not reloader.check(explicit=False)
+    tracked = reloader.tracked_modules
+    assert "kaggle_kit.errors" in tracked and "kaggle_kit.hotreload.scan" in sys.modules
+    assert [name for name in tracked if name.startswith("kaggle_kit.hotreload")] == []

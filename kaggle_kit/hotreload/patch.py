@@ -16,7 +16,8 @@ from typing import Any
 
 from IPython.extensions.autoreload import update_function
 
-_MISSING = object()
+# Stands for a name a namespace does not hold (None may be a real value).
+MISSING = object()
 
 # Class attributes that belong to the class object itself, never copied from the new class.
 _CLASS_OWN = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "_abc_impl"})
@@ -73,12 +74,13 @@ def same_code(a: types.CodeType, b: types.CodeType) -> bool:
         if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
             if not same_code(x, y):
                 return False
-        elif type(x) is not type(y) or not _equal(x, y):
+        elif type(x) is not type(y) or not values_equal(x, y):
             return False
     return True
 
 
-def _equal(a: Any, b: Any) -> bool:
+def values_equal(a: Any, b: Any) -> bool:
+    """``a == b``, False where the comparison raises or is not a plain truth value."""
     try:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - arrays and odd __eq__ raise; treat as different
@@ -87,8 +89,8 @@ def _equal(a: Any, b: Any) -> bool:
 
 def same_function(old: types.FunctionType, new: types.FunctionType) -> bool:
     """Whether a function's code and defaults are unchanged."""
-    return (same_code(old.__code__, new.__code__) and _equal(old.__defaults__, new.__defaults__)
-            and _equal(old.__kwdefaults__, new.__kwdefaults__))
+    return (same_code(old.__code__, new.__code__) and values_equal(old.__defaults__, new.__defaults__)
+            and values_equal(old.__kwdefaults__, new.__kwdefaults__))
 
 
 def patch_function(old: types.FunctionType, new: types.FunctionType, canon: Canon,
@@ -114,7 +116,7 @@ def patch_function(old: types.FunctionType, new: types.FunctionType, canon: Cano
         try:
             current = old_cell.cell_contents
         except ValueError:
-            current = _MISSING
+            current = MISSING
         if current is value:
             continue
         # A decorator's wrapper closes over the wrapped function: patch that one too, keeping its identity.
@@ -158,7 +160,7 @@ def restart_reasons(old: type, new: type) -> list[str]:
     new_bases = [qualified(b) for b in new.__bases__]
     if old_bases != new_bases:
         reasons.append(f"bases of {name} changed ({_names(old.__bases__)} -> {_names(new.__bases__)})")
-    if not _equal(old.__dict__.get("__slots__"), new.__dict__.get("__slots__")):
+    if not values_equal(old.__dict__.get("__slots__"), new.__dict__.get("__slots__")):
         reasons.append(f"__slots__ of {name} changed")
     elif old.__basicsize__ != new.__basicsize__:
         reasons.append(f"instance layout of {name} changed")
@@ -220,8 +222,8 @@ def patch_class(old: type, new: type, canon: Canon, log: PatchLog) -> None:
             continue
         if members and _sunder(key):
             continue  # the Enum's member tables must keep pointing at the members instances already hold
-        old_value = old.__dict__.get(key, _MISSING)
-        if old_value is _MISSING:
+        old_value = old.__dict__.get(key, MISSING)
+        if old_value is MISSING:
             _set(old, key, adopt(canon.get(new_value), canon))
             log.note("added", f"{prefix}.{key}")
             continue
@@ -230,7 +232,7 @@ def patch_class(old: type, new: type, canon: Canon, log: PatchLog) -> None:
         changed = _patch_member(old_value, new_value, canon, log)
         if changed is None:
             if not (isinstance(new_value, type) or _sunder(key) or key.startswith("__")
-                    or (type(old_value) is type(new_value) and _equal(old_value, new_value))):
+                    or (type(old_value) is type(new_value) and values_equal(old_value, new_value))):
                 log.note("changed", f"{prefix}.{key}")
             _set(old, key, adopt(canon.get(new_value), canon))
         elif changed:

@@ -1,9 +1,18 @@
-"""``kaggle-kit cmfd ...``: score a submission, write a synthetic competition."""
+"""``kaggle-kit cmfd ...``: score a submission, write a synthetic competition.
+
+A plugin of the ``kaggle_kit.commands`` entry-point group: the generic command line never imports this package.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+# The workload's extra, imported here so that without it `kaggle-kit --help` lists these commands with the install
+# hint; the modules that use it load when a command runs.
+import scipy  # noqa: F401
+
+__all__ = ["register", "run"]
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -35,15 +44,14 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``cmfd score`` and ``cmfd synth`` (entry point group ``kaggle_kit.commands``)."""
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``cmfd score`` and ``cmfd synth``."""
     cmfd = subparsers.add_parser("cmfd", help="copy-move forgery detection workload")
     sub = cmfd.add_subparsers(dest="cmfd_command", metavar="CMFD_COMMAND", required=True)
 
     score = sub.add_parser("score", help="score a submission.csv with the competition's metric")
     score.add_argument("--solution", type=Path, required=True, help="CSV with case_id,annotation,shape ([H, W])")
     score.add_argument("--submission", type=Path, required=True, help="CSV with case_id,annotation")
-    score.set_defaults(func=_score)
 
     synth = sub.add_parser("synth", help="write a synthetic competition folder (procedural images, copy-moves)")
     synth.add_argument("dest", type=Path, help="folder to create (its test labels go beside it)")
@@ -56,4 +64,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--easy", action="store_true", help="translation only, no degradation")
     synth.add_argument("--align", type=int, default=1, help="with --easy: snap copies to this pixel grid")
     synth.add_argument("--fixed-size", action="store_true", help="every image exactly size x size")
-    synth.set_defaults(func=_synth, parser=synth)
+    synth.set_defaults(parser=synth)
+    cmfd.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return _score(args) if args.cmfd_command == "score" else _synth(args)

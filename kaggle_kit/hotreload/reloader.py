@@ -1,4 +1,4 @@
-"""Hot reload of the project's modules in a notebook: ``git pull``, re-run the cell, the new code runs.
+"""The hot reloader: tracks project modules and reloads those whose source changed.
 
 ``reload()`` reloads the project modules whose source changed since they were loaded; ``enable_autoreload()`` does
 the same before every cell. Project modules are those whose file lies under the project root (``find_root()``) or a
@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kaggle_kit import _reload_apply as apply
-from kaggle_kit import _reload_scan as scan
+import kaggle_kit.hotreload.apply as apply
+import kaggle_kit.hotreload.scan as scan
 from kaggle_kit.errors import ReloadError, RootNotFoundError
 
-__all__ = ["ReloadReport", "add_root", "disable_autoreload", "enable_autoreload", "reload"]
+__all__ = ["ReloadReport", "Reloader", "add_root", "disable_autoreload", "enable_autoreload", "load_ipython_extension",
+           "reload", "unload_ipython_extension"]
 
-_SELF = frozenset({__name__, "kaggle_kit._reload_apply", "kaggle_kit._reload_patch", "kaggle_kit._reload_scan"})
+# The reloader never reloads itself: its own package is left out by name, whatever files it grows.
+_OWN_PACKAGE = __name__.rpartition(".")[0]
 _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh"})
 
@@ -67,7 +69,7 @@ class _Tracked:
     imports: tuple[bytes, set[str]] | None = None
 
 
-class _Reloader:
+class Reloader:
     """Tracks project modules and reloads those whose source changed."""
 
     def __init__(self, roots: list[Path]) -> None:
@@ -80,6 +82,11 @@ class _Reloader:
         self._graph: dict[str, frozenset[str]] = {}
         self._graph_order: dict[str, int] = {}
         self.set_roots(roots)
+
+    @property
+    def tracked_modules(self) -> list[str]:
+        """The names of the project modules being watched, sorted."""
+        return sorted(self._tracked)
 
     def set_roots(self, roots: list[Path]) -> None:
         """Watch these roots; modules seen before are looked at again."""
@@ -160,7 +167,7 @@ class _Reloader:
         for name in sorted(new):
             module = modules.get(name)
             file = getattr(module, "__file__", None)
-            if not isinstance(file, str) or name in _SELF or name in ("__main__", "__mp_main__"):
+            if not isinstance(file, str) or _is_own(name) or name in ("__main__", "__mp_main__"):
                 continue
             if file.endswith(".pyc"):
                 try:
@@ -378,6 +385,10 @@ class _Reloader:
         _show(report)
 
 
+def _is_own(name: str) -> bool:
+    return name == _OWN_PACKAGE or name.startswith(_OWN_PACKAGE + ".")
+
+
 def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
@@ -404,7 +415,7 @@ def _show(report: ReloadReport) -> None:
         print(line, file=stream)
 
 
-_RELOADER: _Reloader | None = None
+_RELOADER: Reloader | None = None
 
 
 def _resolve_roots(roots: list[str | os.PathLike[str]] | None) -> list[Path]:
@@ -421,10 +432,10 @@ def _resolve_roots(roots: list[str | os.PathLike[str]] | None) -> list[Path]:
     return resolved
 
 
-def _reloader(roots: list[str | os.PathLike[str]] | None) -> _Reloader:
+def _reloader(roots: list[str | os.PathLike[str]] | None) -> Reloader:
     global _RELOADER
     if _RELOADER is None:
-        _RELOADER = _Reloader(_resolve_roots(roots))
+        _RELOADER = Reloader(_resolve_roots(roots))
     elif roots is not None:
         _RELOADER.set_roots(_resolve_roots(roots))
     return _RELOADER
@@ -494,3 +505,18 @@ def disable_autoreload() -> None:
         except ValueError:
             pass
     _RELOADER.shell = None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext kaggle_kit.hotreload``: :func:`enable_autoreload` for this shell, watching the project root (and
+    any root given to :func:`add_root` before).
+
+    Raises:
+        RootNotFoundError: no project root found and no root added.
+    """
+    enable_autoreload(ipython=ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext kaggle_kit.hotreload``: stop reloading before each cell."""
+    disable_autoreload()

@@ -6,7 +6,7 @@ Two ways, tried in this order:
   statement), the new code objects from one compile of the file replace the old functions' ``__code__``. Module-level
   code does not run again, so module state (loaded data, caches, registries) is untouched and line numbers stay true.
 * Re-execution: the new code runs in the module's own namespace; if it raises, the old namespace is put back whole.
-  Then old functions and compatible classes take the new code in place (``_reload_patch``) and keep their identity;
+  Then old functions and compatible classes take the new code in place (``patch``) and keep their identity;
   other values are new objects that names bound elsewhere must be rebound to.
 """
 
@@ -20,7 +20,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaggle_kit import _reload_patch as patch
+import kaggle_kit.hotreload.patch as patch
 
 MODULE_META = ("__name__", "__doc__", "__file__", "__package__", "__loader__", "__spec__", "__path__", "__cached__",
                "__builtins__")
@@ -239,10 +239,10 @@ def _patch_namespace(name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], 
     values: list[str] = []
     log = outcome.log
     for key, new in new_ns.items():
-        old = old_ns.get(key, patch._MISSING)
+        old = old_ns.get(key, patch.MISSING)
         if key in MODULE_META or old is new:
             continue
-        if old is patch._MISSING:
+        if old is patch.MISSING:
             if getattr(new, "__module__", name) == name and not isinstance(new, types.ModuleType):
                 log.note("added", key)
             continue
@@ -280,7 +280,7 @@ def _patch_namespace(name: str, old_ns: dict[str, Any], new_ns: dict[str, Any], 
         new_ns[key] = old
     for key in values:
         old, new = old_ns[key], new_ns[key]
-        equal = type(old) is type(new) and patch._equal(old, new)
+        equal = type(old) is type(new) and patch.values_equal(old, new)
         if equal and isinstance(old, SHARED_ATOMS):
             new_ns[key] = old  # an equal constant keeps its identity, so nothing bound to it needs rebinding
             continue
