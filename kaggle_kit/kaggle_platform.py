@@ -25,6 +25,7 @@ __all__ = [
     "WORKING_DIR_LIMIT_BYTES",
     "resolve_shape",
     "machine_for",
+    "shape_for",
     "burn_rate",
     "is_tpu",
 ]
@@ -122,6 +123,21 @@ def machine_for(shape: str | None, *, enable_gpu: bool = False, enable_tpu: bool
     if enable_gpu:
         return MACHINE_SHAPES[DEFAULT_GPU_SHAPE]
     return _CPU
+
+
+def shape_for(accelerator: str) -> str | None:
+    """The first documented machine shape that runs ``accelerator`` (None for ``"none"``, CPU).
+
+    Raises:
+        ValueError: no documented shape gives that accelerator.
+    """
+    if accelerator == "none":
+        return None
+    for shape, machine in MACHINE_SHAPES.items():
+        if machine.accelerator == accelerator:
+            return shape
+    known = sorted({m.accelerator for m in MACHINE_SHAPES.values()})
+    raise ValueError(f"no Kaggle machine shape gives accelerator {accelerator!r}; known: none, {', '.join(known)}")
 
 
 def burn_rate(accelerator: str, overrides: dict[str, float] | None = None) -> float:

@@ -30,6 +30,7 @@ from typing import Any
 from kaggle_kit import envvars
 from kaggle_kit.checkpoint.format import MANIFEST_GLOB, MANIFEST_SUFFIX, STATE_SUFFIX, TENSOR_SUFFIX
 from kaggle_kit.errors import KaggleKitError
+from kaggle_kit.kaggle_platform import shape_for
 from kaggle_kit.mirror.ledger import LEDGER_FILE
 
 __all__ = ["RehearsalOptions", "RehearsalReport", "RehearsalWorkload", "SessionRow", "format_report", "load_workload",
@@ -37,7 +38,8 @@ __all__ = ["RehearsalOptions", "RehearsalReport", "RehearsalWorkload", "SessionR
 
 DEFAULT_WORKDIR = "kaggle-kit-rehearsal"
 _TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
-ACCELERATOR_SHAPES = {"none": None, "T4x2": "NvidiaTeslaT4", "L4": "NvidiaL4"}
+# The simulated accelerators a rehearsal offers, each with the machine shape that gives it.
+ACCELERATOR_SHAPES = {name: shape_for(name) for name in ("none", "T4x2", "L4")}
 
 
 @dataclass(frozen=True)
