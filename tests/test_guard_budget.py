@@ -264,3 +264,16 @@ def test_bad_arguments_are_refused_before_any_trial():
     with pytest.raises(ConfigError, match="train.precision"):
         plan_budget(make_model(), Regression(), timed.loss, TrainConfig(precision="fp8"), plan=CPU, quota=None)
     assert timed.micro_batches == 0
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_real_memory_is_measured_and_the_generators_stay():
+    plan = DevicePlan(world_size=1, backend="nccl", device_type="cuda", accelerator="T4")
+    config = TrainConfig(epochs=1, batch_size=8, grad_accum_steps=2, precision="bf16")
+    cuda_state, cpu_state = torch.cuda.get_rng_state(0), torch.get_rng_state()
+    model = make_model()
+    budget = plan_budget(model, Regression(), mse, config, plan=plan, clock=session(), quota=None)
+    assert budget.memory is not None and not budget.memory.simulated and budget.memory.fits_planned
+    assert budget.config == config and budget.fit.step_s > 0
+    assert torch.equal(torch.cuda.get_rng_state(0), cuda_state) and torch.equal(torch.get_rng_state(), cpu_state)
+    assert next(model.parameters()).device.type == "cpu"  # only the copy went to the GPU

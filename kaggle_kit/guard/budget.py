@@ -165,7 +165,8 @@ def plan_budget(
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``, as for :func:`kaggle_kit.training.train`.
         config: The planned training config.
         plan: The device plan (the preflight's ``device_plan``); default ``plan_devices("auto", accelerator)``.
-            Trials run on its first device, at the per-rank batch.
+            Trials run on its first device at the per-rank batch; under DDP the ranks step in parallel, and the
+            gradient all-reduce between them is not timed.
         accelerator: The detected accelerator (the preflight's ``accelerator``); default detected now.
         evaluate: The per-epoch validation, timed once; None for none.
         resume_from: The restored checkpoint (``step`` and ``epoch``) when resuming, so only the steps left count.
