@@ -29,6 +29,20 @@ _EXPORTS = {
     "detect_accelerator": "kaggle_kit.guard.accelerator",
     "plan_devices": "kaggle_kit.guard.accelerator",
     "run_preflight": "kaggle_kit.guard.preflight",
+    "plan_budget": "kaggle_kit.guard.budget",
+    "BudgetPlan": "kaggle_kit.guard.budget",
+    "TrainConfig": "kaggle_kit.training.config",
+    "TrainResult": "kaggle_kit.training.config",
+    "steps_per_epoch": "kaggle_kit.training.config",
+    "total_steps": "kaggle_kit.training.config",
+    "train": "kaggle_kit.training.loop",
+    "train_with_plan": "kaggle_kit.training.distributed",
+    "checkpointer_for_rank": "kaggle_kit.training.distributed",
+    "seed_everything": "kaggle_kit.training.seeding",
+    "supervised_loss": "kaggle_kit.training.objectives",
+    "ScoreFunction": "kaggle_kit.training.objectives",
+    "plot_history": "kaggle_kit.training.history",
+    "FIGURE_FILE": "kaggle_kit.training.history",
 }
 
 __all__ = ["__version__", "env", *_EXPORTS]
