@@ -185,7 +185,7 @@ def rank_checkpointer(rank: int, directory: str) -> Checkpointer:
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_ranks_matches_one_process(tmp_path, monkeypatch):
+def test_ddp_on_two_cpu_ranks_matches_one_process_and_hands_back_the_weights(tmp_path, monkeypatch):
     from functools import partial
 
     from kaggle_kit.guard.accelerator import detect_accelerator, plan_devices
@@ -195,14 +195,20 @@ def test_ddp_on_two_cpu_ranks_matches_one_process(tmp_path, monkeypatch):
     plan = plan_devices("gpu", detect_accelerator())
     assert plan.world_size == 2
     cfg = TrainConfig(epochs=2, batch_size=4, grad_accum_steps=2, precision="fp32", scheduler="none", lr=0.05)
+    initial = weights(make_model(dropout=0.0))
     results = {}
     for name, world in (("ddp", plan), ("single", plan_devices("cpu", detect_accelerator()))):
-        result = train_with_plan(world, model=make_model(dropout=0.0), dataset=NoisyRegression(), loss_fn=mse,
+        model = make_model(dropout=0.0)
+        result = train_with_plan(world, model=model, dataset=NoisyRegression(), loss_fn=mse,
                                  config=cfg, checkpointer=partial(rank_checkpointer, directory=str(tmp_path / name)),
                                  clock=StopAfter(None), output_dir=tmp_path / f"out-{name}", progress=False)
-        model = make_model(dropout=0.0, seed=7)
-        restored = Checkpointer(tmp_path / name).restore(model=model)
-        assert restored is not None and restored.step == result.step == 10
+        assert result.status == "finished" and result.step == 10
+        # The caller's model holds the final weights, the same as the last checkpoint's.
+        restored_model = make_model(dropout=0.0, seed=7)
+        restored = Checkpointer(tmp_path / name).restore(model=restored_model)
+        assert restored is not None and restored.step == 10
+        assert_identical(weights(model), weights(restored_model))
+        assert not torch.equal(weights(model)["0.weight"], initial["0.weight"])
         results[name] = (weights(model), [r["train_loss"] for r in result.history])
     for key, value in results["single"][0].items():
         torch.testing.assert_close(results["ddp"][0][key], value, rtol=1e-5, atol=1e-6)
