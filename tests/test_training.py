@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -178,6 +180,49 @@ def test_bad_config_and_tiny_dataset_are_refused():
         train(make_model(), NoisyRegression(), mse, TrainConfig(precision="fp8"), clock=StopAfter(None))
     with pytest.raises(ConfigError, match="40 samples, fewer than train.batch_size = 64"):
         train(make_model(), NoisyRegression(), mse, TrainConfig(batch_size=64), clock=StopAfter(None))
+
+
+class TenSecondSteps:
+    """A session of ``limit_s`` seconds in which every optimizer step takes ten seconds."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s, self.steps, self.margins = limit_s, 0, []
+
+    def time_left(self) -> float:
+        return max(0.0, self.limit_s - 10.0 * self.steps)
+
+    def should_stop(self, margin_s: float) -> bool:
+        self.steps += 1
+        self.margins.append(margin_s)
+        return self.time_left() <= margin_s
+
+
+def test_default_deadline_margin_scales_with_a_short_session(tmp_path, capsys):
+    # 200 s: the margin is 5 % of it (10 s) plus the measured save and step times, so the run trains until 10 s
+    # are left (step 19 of 20 leaves 10 s); the fixed 600 s of the past stopped it after its first step.
+    clock = TenSecondSteps(200.0)
+    ckpt = Checkpointer(tmp_path / "ckpt", every_minutes=60)
+    config = TrainConfig(epochs=4, batch_size=4, grad_accum_steps=2, precision="fp32", lr=0.05)
+    result = train(make_model(), NoisyRegression(), mse, config, checkpointer=ckpt, clock=clock, progress=False,
+                   plot=False)
+    assert result.status == "stopped" and result.step == 19
+    assert all(10.0 <= margin < 15.0 for margin in clock.margins)
+    out = capsys.readouterr().out
+    assert "deadline margin 10 s" in out and "train.deadline_margin_s fixes it" in out
+    # A margin in the config is kept as it is.
+    fixed = TenSecondSteps(200.0)
+    train(make_model(), NoisyRegression(), mse, dataclasses.replace(config, deadline_margin_s=50.0), clock=fixed,
+          progress=False, plot=False)
+    assert set(fixed.margins) == {50.0} and fixed.steps == 15
+
+
+def test_a_five_minute_session_trains_to_the_end(tmp_path):
+    from kaggle_kit.guard.clock import SessionClock
+
+    config = TrainConfig(epochs=2, batch_size=4, precision="fp32", lr=0.05)
+    result = train(make_model(), NoisyRegression(), mse, config, clock=SessionClock(start=time.time(), limit_s=300),
+                   checkpointer=Checkpointer(tmp_path / "ckpt", every_minutes=60), progress=False, plot=False)
+    assert result.status == "finished" and result.step == 20
 
 
 def rank_checkpointer(rank: int, directory: str) -> Checkpointer:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kaggle_kit.errors import CheckpointError
-from kaggle_kit.guard.clock import SessionClock
+from kaggle_kit.guard.clock import ESTIMATED_SAVE_BYTES_PER_S, SessionClock, deadline_margin, describe_margin
 from kaggle_kit.training.config import (
     TrainConfig,
     TrainResult,
@@ -203,6 +203,12 @@ class _Run:
         self.session_start = 0.0
         self.last_saved_step: int | None = None
         self.last_saved_time: float | None = None
+        # What the automatic deadline margin is made of (see kaggle_kit.guard.clock.deadline_margin).
+        self.session_s = 0.0
+        self.save_s: float | None = None
+        self.step_s = 0.0
+        self.eval_s = 0.0
+        self.last_step_end = 0.0
 
     def restore(self) -> None:
         """Continues from the checkpointer's newest checkpoint, if it has one."""
@@ -230,12 +236,37 @@ class _Run:
             step=self.state.step, epoch=self.state.epoch, model=self.step.model, optimizer=self.step.optimizer,
             scheduler=self.step.scheduler, scaler=self.step.checkpoint_scaler, **self.state.checkpoint_parts(),
         )
+        started = time.monotonic()
         if force:
             info = self.checkpointer.save(**kwargs, metrics=dict(metrics or {}))
         else:
             info = self.checkpointer.maybe_save(**kwargs)
         if info is not None:
             self.last_saved_step, self.last_saved_time = self.state.step, time.time()
+            self.save_s = max(self.save_s or 0.0, time.monotonic() - started)
+
+    def estimated_save_s(self) -> float:
+        """A save's time before one is measured: weights and two optimizer moments at a slow disk's speed."""
+        if self.checkpointer is None:
+            return 0.0
+        weights = sum(t.nelement() * t.element_size() for t in self.step.model.state_dict().values())
+        return 3 * weights / ESTIMATED_SAVE_BYTES_PER_S
+
+    def margin_s(self) -> float:
+        """Seconds before the session's end at which to save and stop: the config's, or scaled with the session."""
+        if self.config.deadline_margin_s is not None:
+            return self.config.deadline_margin_s
+        save_s = self.save_s if self.save_s is not None else self.estimated_save_s()
+        return deadline_margin(self.session_s, save_s=save_s, step_s=self.step_s, eval_s=self.eval_s)
+
+    def announce_margin(self) -> None:
+        if not self.main:
+            return
+        if self.config.deadline_margin_s is not None:
+            print(f"deadline margin {self.config.deadline_margin_s:.0f} s (train.deadline_margin_s)", flush=True)
+            return
+        save_s = self.estimated_save_s()
+        print(describe_margin(self.margin_s(), self.session_s, save_s=save_s, save_measured=False), flush=True)
 
     def write_progress(self, status: str) -> None:
         """Where the run is, and what a kill now would lose."""
@@ -258,6 +289,9 @@ class _Run:
     def run(self, *, plot: bool) -> TrainResult:
         """Trains the remaining epochs, or until the deadline; then saves, flushes and reports."""
         self.session_start = time.time()
+        self.session_s = self.clock.time_left()
+        self.last_step_end = time.monotonic()
+        self.announce_margin()
         start_step = self.state.step
         status = "finished"
         self.step.model.train()
@@ -354,7 +388,11 @@ class _Run:
     def finish_step(self, step_loss: torch.Tensor, group_size: int) -> bool:
         """Steps the optimizer and counts the step; True when the ranks agree the deadline has come."""
         self.step.apply()
-        stop = self.rank == 0 and self.clock.should_stop(self.config.deadline_margin_s)
+        now = time.monotonic()
+        # A slowly forgetting maximum: one slow step (a save, a loader restart) keeps the margin wide for a while.
+        self.step_s = max(now - self.last_step_end, 0.9 * self.step_s)
+        self.last_step_end = now
+        stop = self.rank == 0 and self.clock.should_stop(self.margin_s())
         if self.world > 1:
             # One collective per step: ranks agree on the mean loss and on stopping together.
             shared = torch.stack([step_loss.to(torch.float64),
@@ -371,7 +409,9 @@ class _Run:
         """Rank 0 evaluates; every rank gets its metrics."""
         metrics: dict[str, float] = {}
         if self.evaluate is not None and self.main:
+            started = time.monotonic()
             metrics = evaluate_model(self.evaluate, self.step.model, self.step.autocast)
+            self.eval_s = time.monotonic() - started
         if self.world > 1:
             shared = [metrics]
             torch.distributed.broadcast_object_list(shared, src=0)
@@ -403,6 +443,7 @@ class _Run:
         self.save_checkpoint(force=True, metrics=metrics)
         if self.main:
             self.write_progress("running")
+        self.last_step_end = time.monotonic()  # the evaluation and the save are counted on their own
 
     def finish(self, status: str, *, plot: bool) -> None:
         """Rank 0: the last save when stopped, the mirror flush, the progress file, resume advice, the figure."""
@@ -434,7 +475,8 @@ class _Run:
             if mirror is not None and mirror.enabled:
                 where += f" and mirrored to the dataset {mirror.handle}"
         return (
-            f"Stopped before the session limit ({time_left / 60:.1f} min left) at step {state.step}, epoch "
+            f"Stopped before the session limit ({time_left / 60:.1f} min left, deadline margin "
+            f"{self.margin_s():.0f} s) at step {state.step}, epoch "
             f"{state.epoch + 1}, batch {state.position}/{self.num_micro}; {where}. To resume, run the notebook again "
             "(Save Version) with the checkpoint dataset attached or internet on: training restarts from this step."
         )
