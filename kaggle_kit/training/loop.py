@@ -34,7 +34,7 @@ from kaggle_kit.training.config import (
     steps_per_epoch,
     total_steps,
 )
-from kaggle_kit.training.data_order import ResumableBatchSampler, SeededView, epoch_order
+from kaggle_kit.training.data_order import epoch_loader
 from kaggle_kit.training.history import RunFiles
 from kaggle_kit.training.objectives import EvaluateFn, LossFn
 from kaggle_kit.training.progress import ProgressBar, progress_bar
@@ -312,15 +312,10 @@ class _Run:
     def loader(self) -> DataLoader:
         """The rest of the current epoch's micro-batches for this rank, in the order of (seed, epoch)."""
         config, state = self.config, self.state
-        sampler = ResumableBatchSampler(
-            epoch_order(len(self.dataset), seed=config.seed, epoch=state.epoch), global_batch_size=config.batch_size,
+        return epoch_loader(
+            self.dataset, seed=config.seed, epoch=state.epoch, global_batch_size=config.batch_size,
             num_micro_batches=self.num_micro, start=state.position, rank=self.rank, world_size=self.world,
-            seed=config.seed, epoch=state.epoch,
-        )
-        return DataLoader(
-            SeededView(self.dataset), batch_sampler=sampler, num_workers=config.num_workers,
-            collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(mix_seed(config.seed, state.epoch)), persistent_workers=False,
+            num_workers=config.num_workers, collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
         )
 
     def run_epoch(self) -> bool:
