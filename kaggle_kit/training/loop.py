@@ -36,6 +36,7 @@ from kaggle_kit.training.config import (
 )
 from kaggle_kit.training.data_order import epoch_loader
 from kaggle_kit.training.history import RunFiles
+from kaggle_kit.training.hyperparameters import apply_declared_hyperparameters, declared_hyperparameters
 from kaggle_kit.training.objectives import EvaluateFn, LossFn
 from kaggle_kit.training.progress import ProgressBar, progress_bar
 from kaggle_kit.training.seeding import mix_seed
@@ -199,6 +200,9 @@ class _Run:
             "seed": config.seed,
         }
         self.state = LoopState(data=dict(self.data_identity))
+        # What this run's optimizer and scheduler were built with: every checkpoint records it, and a resume puts
+        # these values back over the checkpoint's where the config changed them.
+        self.declared = declared_hyperparameters(step.optimizer, step.scheduler, total_steps=all_steps)
         self.resumed_from: int | None = None
         self.session_start = 0.0
         self.last_saved_step: int | None = None
@@ -223,18 +227,27 @@ class _Run:
         self.state = LoopState.from_restored(restored)
         source = f"{restored.path} ({restored.source})"
         self.state.check_same_data(self.data_identity, source)
+        changes = apply_declared_hyperparameters(
+            self.step.optimizer, self.step.scheduler, now=self.declared,
+            then=dict(restored.extra or {}).get("hyperparameters"), where=source,
+        )
         self.resumed_from = self.state.step
         if self.main:
             print(f"Resuming from {source}: step {self.state.step}, epoch {self.state.epoch + 1}, "
                   f"batch {self.state.position}/{self.num_micro} of the epoch", flush=True)
+            if changes:
+                print(f"The config changed since that checkpoint; applying this run's values: {'; '.join(changes)} "
+                      "(the optimizer's moments and the schedule's position are kept)", flush=True)
 
     def save_checkpoint(self, *, force: bool, metrics: Mapping[str, float] | None = None) -> None:
         """Rank 0: save now (``force``) or when the Checkpointer's cadence says so."""
         if self.checkpointer is None or not self.main:
             return
+        parts = self.state.checkpoint_parts()
+        parts["extra"]["hyperparameters"] = self.declared
         kwargs = dict(
             step=self.state.step, epoch=self.state.epoch, model=self.step.model, optimizer=self.step.optimizer,
-            scheduler=self.step.scheduler, scaler=self.step.checkpoint_scaler, **self.state.checkpoint_parts(),
+            scheduler=self.step.scheduler, scaler=self.step.checkpoint_scaler, **parts,
         )
         started = time.monotonic()
         if force:
