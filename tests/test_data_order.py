@@ -93,6 +93,10 @@ def test_a_fresh_view_mid_epoch_loads_what_an_uninterrupted_one_did():
                                           rank=rank, world_size=2, collate_fn=list) for s in batch] for rank in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == sorted(whole)
     assert ranks[0][:2] == [whole[0], whole[2]] and ranks[1][:2] == [whole[1], whole[3]]
+    # Loader workers (each with generators of its own, seeded by the DataLoader) load the same samples.
+    workers = [s for batch in epoch_loader(dataset, seed=SEED, epoch=EPOCH, global_batch_size=4, num_micro_batches=6,
+                                           num_workers=2, collate_fn=list) for s in batch]
+    assert workers == whole
 
 
 class Counter:
