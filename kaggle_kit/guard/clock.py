@@ -131,10 +131,10 @@ def deadline_margin(session_s: float, *, save_s: float, step_s: float = 0.0, eva
     return min(share + 2 * save_s + step_s + eval_s, session_s / 2)
 
 
-def describe_margin(margin_s: float, session_s: float, *, save_s: float, save_measured: bool) -> str:
-    """One line for the log: the margin and what it is made of."""
+def describe_margin(margin_s: float, session_s: float, *, save_s: float) -> str:
+    """One line for the log at the start: the margin and what it is made of (``save_s`` still an estimate)."""
     share = min(MARGIN_SHARE_CAP_S, MARGIN_SHARE * session_s)
-    save = f"{save_s:.1f} s {'measured' if save_measured else 'estimated from the state size'}"
     return (f"deadline margin {margin_s:.0f} s: save and stop when that little of the {session_s / 60:.1f} min left "
             f"remains ({MARGIN_SHARE:.0%} of it, at most {MARGIN_SHARE_CAP_S:.0f} s, = {share:.0f} s, plus two saves "
-            f"of {save}, a step and an evaluation as measured; train.deadline_margin_s fixes it)")
+            f"of {save_s:.1f} s as estimated from the state size, then as measured, and a step and an evaluation as "
+            "measured; train.deadline_margin_s fixes it)")

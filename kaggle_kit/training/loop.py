@@ -210,6 +210,7 @@ class _Run:
         # What the automatic deadline margin is made of (see kaggle_kit.guard.clock.deadline_margin).
         self.session_s = 0.0
         self.save_s: float | None = None
+        self.save_estimate_s = 0.0
         self.step_s = 0.0
         self.eval_s = 0.0
         self.last_step_end = 0.0
@@ -269,7 +270,7 @@ class _Run:
         """Seconds before the session's end at which to save and stop: the config's, or scaled with the session."""
         if self.config.deadline_margin_s is not None:
             return self.config.deadline_margin_s
-        save_s = self.save_s if self.save_s is not None else self.estimated_save_s()
+        save_s = self.save_s if self.save_s is not None else self.save_estimate_s
         return deadline_margin(self.session_s, save_s=save_s, step_s=self.step_s, eval_s=self.eval_s)
 
     def announce_margin(self) -> None:
@@ -278,8 +279,7 @@ class _Run:
         if self.config.deadline_margin_s is not None:
             print(f"deadline margin {self.config.deadline_margin_s:.0f} s (train.deadline_margin_s)", flush=True)
             return
-        save_s = self.estimated_save_s()
-        print(describe_margin(self.margin_s(), self.session_s, save_s=save_s, save_measured=False), flush=True)
+        print(describe_margin(self.margin_s(), self.session_s, save_s=self.save_estimate_s), flush=True)
 
     def write_progress(self, status: str) -> None:
         """Where the run is, and what a kill now would lose."""
@@ -303,6 +303,7 @@ class _Run:
         """Trains the remaining epochs, or until the deadline; then saves, flushes and reports."""
         self.session_start = time.time()
         self.session_s = self.clock.time_left()
+        self.save_estimate_s = self.estimated_save_s()
         self.last_step_end = time.monotonic()
         self.announce_margin()
         start_step = self.state.step
