@@ -143,6 +143,24 @@ def test_the_snapshot_sees_every_generator_and_rewinds_it():
         assert global_states() == before and snapshot.drawn() == set()
 
 
+def test_the_snapshot_falls_back_where_the_states_cannot_be_read_in_place(monkeypatch):
+    from kaggle_kit.training import seeding
+
+    # An interpreter whose random.Random is laid out otherwise, and numpy's global generator swapped for a PCG64.
+    monkeypatch.setattr(seeding, "_python_state_offset", lambda: None)
+    original = np.random.get_bit_generator()
+    np.random.set_bit_generator(np.random.PCG64(5))
+    try:
+        dataset = Draws(("numpy", "python"), odd_only=True)
+        before = (random.getstate(), repr(np.random.get_state(legacy=False)))
+        view = SeededView(dataset, epoch_order(len(dataset), seed=SEED, epoch=EPOCH), seed=SEED, epoch=EPOCH)
+        first, again = view.load([0, 1, 2, 3]), view.load([0, 1, 2, 3])
+        assert first == again and view.seeded == {"numpy", "python"}
+        assert (random.getstate(), repr(np.random.get_state(legacy=False))) == before
+    finally:
+        np.random.set_bit_generator(original)
+
+
 def test_training_on_a_dataset_drawing_from_numpy_and_python_resumes_bit_identically(tmp_path):
     class Regression(torch.utils.data.Dataset):
         def __init__(self) -> None:

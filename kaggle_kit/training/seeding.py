@@ -81,7 +81,7 @@ def capture_generators(generators: Collection[str]) -> dict[str, Any]:
     if "torch" in generators:
         states["torch"] = torch.get_rng_state()
     if "numpy" in generators:
-        states["numpy"] = np.random.get_state()
+        states["numpy"] = np.random.get_state(legacy=False)  # a dict, whatever the bit generator
     if "python" in generators:
         states["python"] = random.getstate()
     return states
@@ -146,7 +146,7 @@ class GeneratorSnapshot:
     in the bytes: a rewind restores it as :meth:`take` was told it is (``numpy_gauss``).
     """
 
-    def __init__(self, torch_state: torch.Tensor, numpy_state: bytes | tuple[Any, ...] | dict[str, Any],
+    def __init__(self, torch_state: torch.Tensor, numpy_state: bytes | dict[str, Any],
                  python_state: bytes | tuple[Any, ...], python_gauss: float | None,
                  numpy_gauss: tuple[int, float]) -> None:
         self.torch_state = torch_state
@@ -164,11 +164,10 @@ class GeneratorSnapshot:
             numpy_gauss: numpy's (has_gauss, cached Gaussian) when known; None reads them (the slow full state).
         """
         raw = _numpy_raw_state()
-        numpy_state: bytes | tuple[Any, ...] | dict[str, Any]
+        numpy_state: bytes | dict[str, Any]
         if raw is None or numpy_gauss is None:
-            full = np.random.get_state()
-            if isinstance(full, tuple):
-                numpy_gauss = (int(full[3]), float(full[4]))
+            full = np.random.get_state(legacy=False)
+            numpy_gauss = (int(full["has_gauss"]), float(full["gauss"]))
             numpy_state = raw if raw is not None else full
         else:
             numpy_state = raw
@@ -183,7 +182,7 @@ class GeneratorSnapshot:
         if isinstance(self.numpy_state, bytes):
             if _numpy_raw_state() != self.numpy_state:
                 changed.add("numpy")
-        elif not _same_numpy_state(np.random.get_state(), self.numpy_state):
+        elif repr(np.random.get_state(legacy=False)) != repr(self.numpy_state):  # another bit generator
             changed.add("numpy")
         if _python_raw_state() != self.python_state or _PYTHON_GENERATOR.gauss_next != self.python_gauss:
             changed.add("python")
@@ -200,14 +199,9 @@ class GeneratorSnapshot:
             random.setstate(_python_state_from_raw(state, self.python_gauss) if isinstance(state, bytes) else state)
 
     def full_numpy_state(self) -> tuple[Any, ...] | dict[str, Any]:
+        """The state for ``np.random.set_state``."""
         if not isinstance(self.numpy_state, bytes):
             return self.numpy_state
         key = np.frombuffer(self.numpy_state, dtype=np.uint32, count=_MT19937_WORDS).copy()
         pos = int.from_bytes(self.numpy_state[4 * _MT19937_WORDS:], sys.byteorder, signed=True)
         return ("MT19937", key, pos, *self.numpy_gauss)
-
-
-def _same_numpy_state(a: Any, b: Any) -> bool:
-    if isinstance(a, dict) or isinstance(b, dict):
-        return repr(a) == repr(b)  # another bit generator's state: a small dict of numbers
-    return a[0] == b[0] and np.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:])
