@@ -74,8 +74,8 @@ from kaggle_kit.sim.sandbox_kernel import (
 )
 from kaggle_kit.sim.sandbox_outputs import write_kaggle_files
 
-__all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "namespace_problem", "INPUT_LAYOUTS",
-           "KERNEL_TYPES"]
+__all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "namespace_problem", "choose_isolation",
+           "INPUT_LAYOUTS", "KERNEL_TYPES"]
 
 ISOLATION_ENV = envvars.SIM_ISOLATION
 SECRETS_FILE_ENV = envvars.SIM_SECRETS_FILE
@@ -328,7 +328,7 @@ class Sandbox:
     def _prepare(self, spec: SessionSpec) -> _Session:
         inputs = _validate(spec)
         nb = _load_notebook(spec.notebook)
-        isolation, note = _choose_isolation(spec.isolation)
+        isolation, note = choose_isolation(spec.isolation)
         session_id = spec.session_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder = self.workdir / "sessions" / session_id
         output_dir = self.workdir / "outputs" / session_id
@@ -615,7 +615,8 @@ def _load_notebook(notebook: Path | nbformat.NotebookNode) -> nbformat.NotebookN
     return nb
 
 
-def _choose_isolation(asked: str) -> tuple[str, str | None]:
+def choose_isolation(asked: str = "auto") -> tuple[str, str | None]:
+    """The isolation a session asking for ``asked`` gets here, and why it is the fallback when it is."""
     if asked == "auto":
         forced = os.environ.get(ISOLATION_ENV, "").strip()
         if forced and forced not in ("namespace", "env"):

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 __all__ = [
-    "INSIDE_PRIVATE", "INSIDE_STANDINS", "UNPRIVILEGED_ID", "LAUNCHER", "SessionPaths", "launch_config",
-    "outside_ids", "hand_over", "namespace_problem", "unreadable_inputs",
+    "INSIDE_PRIVATE", "INSIDE_STANDINS", "UNPRIVILEGED_ID", "LAUNCHER", "STANDINS", "SessionPaths", "launch_config",
+    "outside_ids", "hand_over", "namespace_problem", "unreadable_inputs", "runtime_dirs", "launch_prefix",
 ]
 
 LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
@@ -92,7 +92,7 @@ def _is_under(path: str, parents: Iterable[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
 
 
-def _runtime_dirs() -> list[str]:
+def runtime_dirs() -> list[str]:
     """The interpreter's prefixes and library folders outside the system folders, outermost first."""
     candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
                   os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
@@ -178,7 +178,7 @@ def launch_config(paths: SessionPaths, *, internet: bool, inputs: Iterable[tuple
         _bind(paths.private, INSIDE_PRIVATE, read_only=False, recursive=False),
         _bind(STANDINS, INSIDE_STANDINS, read_only=True),
     ]
-    runtime = _runtime_dirs()
+    runtime = runtime_dirs()
     for folder in runtime:
         steps.append(_bind(folder, folder, read_only=True))
     visible = [*("/" + name for name in _SYSTEM_DIRS), *runtime]
