@@ -25,7 +25,7 @@ import pytest
 from kaggle_kit.commands.sim import add_run_arguments, parse_duration, run_command, secrets_from_args
 from kaggle_kit.errors import SandboxError
 from kaggle_kit.sim.sandbox import InputMount, Sandbox, SessionResult, SessionSpec, namespace_problem
-from kaggle_kit.sim.sandbox_isolation import UNPRIVILEGED_ID, runtime_dirs
+from kaggle_kit.sim.sandbox_isolation import UNPRIVILEGED_ID, runtime_dirs, site_dir_without_kit
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox's kill and probes use /proc")
 
@@ -604,6 +604,24 @@ def test_input_targets_follow_the_layout() -> None:
     # Two inputs with one slug collide only under the legacy layout.
     twins = (InputMount(source, "dataset", "alice/x"), InputMount(source, "competition", "x"))
     assert len({m.target("current") for m in twins}) == 2 and len({m.target("legacy") for m in twins}) == 1
+
+
+def test_an_installed_kit_is_hidden_from_the_sessions_site_packages(tmp_path: Path) -> None:
+    """Editable or not, the kit's own entries never show in a session; everything else does (the client too)."""
+    site = tmp_path / "site-packages"
+    kit_dirs, kit_files = ["kaggle_kit", "kaggle_kit-0.1.0.dist-info"], [
+        "__editable__.kaggle_kit-0.1.0.pth", "__editable___kaggle_kit_0_1_0_finder.py", "kaggle_kit.egg-link"]
+    other_dirs, other_files = ["kaggle", "kagglesdk", "kagglehub", "kaggle_kitchen", "numpy"], ["easy-install.pth"]
+    for name in kit_dirs + other_dirs:
+        (site / name).mkdir(parents=True)
+    for name in kit_files + other_files:
+        (site / name).touch()
+    others = other_dirs + other_files
+    steps = site_dir_without_kit(str(site))
+    assert steps[0] == {"op": "tmpfs", "target": str(site), "mode": "0755"} and steps[-1]["op"] == "read_only"
+    assert sorted(Path(step["target"]).name for step in steps[1:-1]) == sorted(others)
+    (site / "numpy" / "core").mkdir()
+    assert site_dir_without_kit(str(site / "numpy")) == []  # nothing of the kit there: shown as it is
 
 
 def test_parse_duration() -> None:

@@ -31,6 +31,7 @@ from typing import Any, Iterable
 __all__ = [
     "INSIDE_PRIVATE", "INSIDE_STANDINS", "UNPRIVILEGED_ID", "LAUNCHER", "STANDINS", "SessionPaths", "launch_config",
     "outside_ids", "hand_over", "namespace_problem", "unreadable_inputs", "runtime_dirs", "launch_prefix",
+    "site_dir_without_kit",
 ]
 
 LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
@@ -112,8 +113,9 @@ def _site_dirs() -> list[str]:
     return sorted({os.path.abspath(d) for d in dirs if os.path.isdir(d)})
 
 
-def _hide_kit(site_dir: str) -> list[dict[str, Any]]:
-    """Steps that show ``site_dir`` without the kit's entries (a tmpfs over it, the other entries bound back)."""
+def site_dir_without_kit(site_dir: str) -> list[dict[str, Any]]:
+    """Steps that show ``site_dir`` without the kit's entries (a tmpfs over it, the other entries bound back); none
+    when it holds none."""
     entries = sorted(os.listdir(site_dir))
     if not any(_KIT_ENTRY.match(name) for name in entries):
         return []
@@ -184,7 +186,7 @@ def launch_config(paths: SessionPaths, *, internet: bool, inputs: Iterable[tuple
     visible = [*("/" + name for name in _SYSTEM_DIRS), *runtime]
     for site_dir in _site_dirs():
         if _is_under(site_dir, visible):
-            steps += _hide_kit(site_dir)
+            steps += site_dir_without_kit(site_dir)
     for source, target in inputs:
         steps.append(_bind(source, f"/kaggle/input/{target}", read_only=True))
     steps.append({"op": "read_only", "target": "/kaggle/input"})
