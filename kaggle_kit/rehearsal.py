@@ -89,6 +89,8 @@ class RehearsalOptions:
         overrides: More config overrides on top of the workload's (e.g. ``train.epochs=4``).
         infer: Run the inference notebook and score its submission.
         session_timeout_s: Real-time cap of every session that is not meant to be killed.
+        input_layout: Where the sessions find their inputs: ``current`` (``/kaggle/input/datasets/<owner>/<slug>``,
+            ...) or ``legacy`` (``/kaggle/input/<slug>``); Kaggle uses one or the other.
     """
 
     kill_after_s: float = 40.0
@@ -104,6 +106,7 @@ class RehearsalOptions:
     overrides: tuple[str, ...] = ()
     infer: bool = True
     session_timeout_s: float = 600.0
+    input_layout: str = "current"
 
 
 @dataclass
@@ -138,6 +141,8 @@ class RehearsalReport:
     gpu_quota_total_h: float | None = None
     wall_s: float = 0.0
     workdir: Path | None = None
+    isolation_note: str | None = None  # why the sessions ran NOT isolated from this machine, or None
+    input_layout: str = "current"
 
     inferred: bool = True
 
@@ -248,10 +253,16 @@ class _Rehearsal:
 
     def run(self) -> RehearsalReport:
         from kaggle_kit.kaggle_api import Credentials, make_api, point_client_at
-        from kaggle_kit.sim.sandbox import Sandbox
+        from kaggle_kit.sim.sandbox import Sandbox, choose_isolation
         from kaggle_kit.sim.server import SimServer
 
         started = time.monotonic()
+        self.report.input_layout = self.options.input_layout
+        isolation, note = choose_isolation("auto")
+        if isolation != "namespace":
+            self.report.isolation_note = note
+            _say(f"WARNING: the sandbox CANNOT isolate the sessions here ({note}): they run with this machine's "
+                 "files in view; a run that passes here may still fail on Kaggle")
         competitions = self.workdir / "competitions"
         competition_dir = competitions / self.workload.competition
         competitions.mkdir(parents=True, exist_ok=True)
@@ -261,7 +272,8 @@ class _Rehearsal:
 
         sandbox = Sandbox(self.workdir / "sandbox")
         with SimServer(self.workdir / "state", username=self.owner, key=self.key, sandbox=sandbox,
-                       competitions_dir=competitions, processing_seconds=0.2) as server:
+                       competitions_dir=competitions, processing_seconds=0.2,
+                       input_layout=self.options.input_layout) as server:
             _say(f"Kaggle stand-in at {server.url} (user {self.owner})")
             point_client_at(server.url)
             os.environ[envvars.KIT_API_ENDPOINT] = server.url
@@ -424,10 +436,12 @@ class _Rehearsal:
         code = self.workdir / "code"
         stage_code(self.root, code)
         owner, slug = str(rendered.parameters["code_dataset"]).split("/")
-        mounts = (InputMount(competition_dir, (f"competitions/{competition_dir.name}", competition_dir.name)),
-                  InputMount(code, (f"datasets/{owner}/{slug}", slug)))
+        mounts = (InputMount(competition_dir, "competition", competition_dir.name),
+                  InputMount(code, "dataset", f"{owner}/{slug}"))
+
         def run_one(index: int, limit: float) -> SessionRow:
             spec = SessionSpec(rendered.notebook, run_type="Interactive", mounts=mounts,
+                               input_layout=self.options.input_layout,
                                internet=self.options.internet, accelerator=self.options.accelerator,
                                time_limit_s=limit, api_url=self.server.url if self.options.internet else None,
                                secrets={envvars.USERNAME: self.owner, envvars.KEY: self.key})
@@ -527,6 +541,8 @@ def rehearse(root: str | os.PathLike[str] | None = None, options: RehearsalOptio
         raise KaggleKitError(f"accelerator {options.accelerator!r}: use one of {', '.join(ACCELERATOR_SHAPES)}")
     if options.kill_after_s < 0:
         raise KaggleKitError("--kill-after must be 0 (no kill) or more seconds")
+    if options.input_layout not in ("current", "legacy"):
+        raise KaggleKitError(f"input layout {options.input_layout!r}: use current or legacy")
     project = Path(root) if root is not None else find_root().path
     workdir = options.workdir.resolve()
     if workdir.exists() and any(workdir.iterdir()):
@@ -544,6 +560,10 @@ def rehearse(root: str | os.PathLike[str] | None = None, options: RehearsalOptio
 def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -> str:
     """The summary table."""
     lines = ["", "Rehearsal summary", ""]
+    if report.isolation_note:
+        lines += [f"SANDBOX NOT ISOLATED: {report.isolation_note}. The sessions saw this machine's files (the kit's "
+                  "installation included) and, without internet, its network: what passed here may fail on Kaggle.",
+                  ""]
     header = f"{'session':<30} {'status':<10} {'wall':>7} {'steps':>6} {'at step':>8} {'lost at kill':>22}"
     lines += [header, "-" * len(header)]
     for s in report.sessions:
@@ -571,5 +591,7 @@ def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -
                      f"{report.gpu_quota_total_h:.0f} h")
     if report.weights_sha256:
         lines.append(f"final weights sha256: {report.weights_sha256}")
+    lines.append(f"inputs under the {report.input_layout} layout (/kaggle/input/"
+                 f"{'datasets/<owner>/<slug>' if report.input_layout == 'current' else '<slug>'})")
     lines.append(f"wall time: {report.wall_s:.0f} s")
     return "\n".join(lines)

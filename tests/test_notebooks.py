@@ -138,6 +138,42 @@ def test_stage_code_leaves_out_history_environments_builds_and_secrets(tmp_path,
         stage_code(root, tmp_path / "stage2")
 
 
+@pytest.mark.parametrize("layout", ["current", "legacy"])
+def test_the_notebooks_find_the_kit_only_in_the_attached_code_dataset(tmp_path, layout):
+    """A session sees only what is attached: both notebooks' bootstraps find the kit in the code dataset, under
+    either input layout (Kaggle mounts one or the other)."""
+    import jupytext
+
+    from kaggle_kit.sim.sandbox import InputMount, Sandbox, SessionSpec, namespace_problem
+
+    if namespace_problem():
+        pytest.skip(f"the sandbox cannot isolate here: {namespace_problem()}")
+    code = tmp_path / "code"
+    stage_code(REPO, code)
+    train, infer = (jupytext.read(REPO / "notebooks" / f"{name}.py") for name in ("train", "infer"))
+    params = "code_dataset = 'alice/kaggle-kit-code'"
+    report = "import json, kaggle_kit\nprint(json.dumps([kaggle_kit.__file__, str(root.path)]))"
+    infer_bootstrap = "\n".join([infer.cells[1].source, params, infer.cells[2].source, report])
+    cells = [train.cells[1].source, params, train.cells[2].source,
+             # The inference notebook's bootstrap in a fresh interpreter of the same session.
+             "import json, subprocess, kaggle_kit\n"
+             "infer = subprocess.run([sys.executable, '-c', os.environ['INFER_BOOTSTRAP']], capture_output=True,\n"
+             "                       text=True, check=True).stdout.splitlines()[-1]\n"
+             "json.dump({'train': [kaggle_kit.__file__, str(root.path)], 'infer': json.loads(infer),\n"
+             "           'inputs': sorted(os.listdir('/kaggle/input'))}, open('/kaggle/working/facts.json', 'w'))"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(cell) for cell in cells]
+    spec = SessionSpec(nb, mounts=(InputMount(code, "dataset", "alice/kaggle-kit-code"),), input_layout=layout,
+                       internet=False, env={"INFER_BOOTSTRAP": infer_bootstrap})
+    result = Sandbox(tmp_path / "work").run(spec)
+    assert result.status == "COMPLETE", result.failure_message
+    facts = json.loads((result.output_dir / "facts.json").read_text())
+    dataset = ("/kaggle/input/datasets/alice/kaggle-kit-code" if layout == "current"
+               else "/kaggle/input/kaggle-kit-code")
+    assert facts["train"] == facts["infer"] == [f"{dataset}/kaggle_kit/__init__.py", dataset]
+    assert facts["inputs"] == (["datasets"] if layout == "current" else ["kaggle-kit-code"])
+
+
 def _wait(ref: str, *, timeout_s: float = 400.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

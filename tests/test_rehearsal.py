@@ -68,13 +68,19 @@ def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tmp_path, is
 
 @pytest.mark.slow
 def test_without_internet_the_batch_output_carries_the_run(tmp_path, isolated, uninterrupted):
-    report = _rehearse_killed(tmp_path, "offline", internet=False, keep=True)
+    # The legacy input layout here (the other rehearsals use the current one): the notebooks find their inputs in both.
+    report = _rehearse_killed(tmp_path, "offline", internet=False, keep=True, input_layout="legacy")
     _killed_then_resumed(report)
     assert report.dataset_versions == {}, "nothing can be mirrored without internet"
     first_log = sorted(tmp_path.glob("offline-*/outputs/train-1/*.log"))[-1].read_text()
     assert "NOT mirrored" in first_log, "mirroring off must be said loudly in the session's log"
     assert report.submission_valid
     assert report.weights_sha256 == uninterrupted.weights_sha256
+    assert report.input_layout == "legacy" and "inputs under the legacy layout" in format_report(report)
+    # The sessions' logs are Kaggle's: nothing of the stand-in in them (its messages are in its own log).
+    assert "kaggle-kit sandbox" not in first_log
+    sandbox_logs = sorted(tmp_path.glob("offline-*/sandbox/sessions/*/sandbox.log"))
+    assert sandbox_logs and all("inputs under the legacy layout" in p.read_text() for p in sandbox_logs)
 
 
 def test_refuses_bad_options_and_a_busy_workdir(tmp_path, isolated):
@@ -82,6 +88,8 @@ def test_refuses_bad_options_and_a_busy_workdir(tmp_path, isolated):
         rehearse(ROOT, RehearsalOptions(accelerator="P100", workdir=tmp_path / "a"))
     with pytest.raises(KaggleKitError, match="run type"):
         rehearse(ROOT, RehearsalOptions(run_type="Live", workdir=tmp_path / "a"))
+    with pytest.raises(KaggleKitError, match="input layout"):
+        rehearse(ROOT, RehearsalOptions(input_layout="nested", workdir=tmp_path / "a"))
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "precious.txt").write_text("keep me")
@@ -105,3 +113,6 @@ def test_summary_names_the_work_lost_and_the_baseline():
     assert "submission: valid, test score 0.6600" in text
     report.submission_valid, report.submission_problem = False, "row 3: odd length"
     assert "NOT valid: row 3: odd length" in format_report(report)
+    assert "NOT ISOLATED" not in text
+    report.isolation_note = "no user namespaces here"
+    assert "SANDBOX NOT ISOLATED: no user namespaces here" in format_report(report)

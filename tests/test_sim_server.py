@@ -115,8 +115,8 @@ def test_cli_push_runs_in_sandbox_and_output_downloads(kaggle_cli: Any, sim_serv
     ds_slug, slug = "e2e-input-data", "e2e-reader"
     _ok(kaggle_cli("datasets", "create", "-p", str(_dataset_folder(tmp_path / "ds", ds_slug, {"n.txt": "41"}))))
     cells = [
-        f"n = int(open('/kaggle/input/datasets/{SIM_USER}/{ds_slug}/n.txt').read())",
-        f"assert open('/kaggle/input/{ds_slug}/n.txt').read() == '41'",
+        f"import os\nn = int(open('/kaggle/input/datasets/{SIM_USER}/{ds_slug}/n.txt').read())",
+        f"assert not os.path.exists('/kaggle/input/{ds_slug}')",  # one input layout per session: the current one
         "import os\nos.makedirs('/kaggle/working/sub', exist_ok=True)\n"
         "open('/kaggle/working/sub/answer.txt', 'w').write(str(n + 1))\n"
         "print('gpu', os.environ['KAGGLE_KIT_SIM_ACCELERATOR'])",

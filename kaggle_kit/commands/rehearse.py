@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workload", default="cmfd", help="the workload to rehearse")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
     parser.add_argument("--no-infer", action="store_true", help="stop after training (no inference session)")
+    parser.add_argument("--input-layout", choices=("current", "legacy"), default="current",
+                        help="where sessions find their inputs: current (/kaggle/input/datasets/<owner>/<slug>, ...) "
+                             "or legacy (/kaggle/input/<slug>); Kaggle uses one or the other (default: current)")
     parser.add_argument("--root", default=None, help="project root (default: found from here)")
     parser.set_defaults(func=run)
 
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         kill_after_s=args.kill_after, run_type=args.type, accelerator=args.accelerator, internet=not args.no_internet,
         workdir=Path(args.workdir), keep=args.keep, deadline_stop=args.deadline_stop, seed=args.seed,
         workload=args.workload, overrides=tuple(args.set or ()), infer=not args.no_infer,
+        input_layout=args.input_layout,
     )
     report = rehearse(args.root, options)
     print(format_report(report, load_workload(options.workload).baseline_name))

@@ -21,7 +21,7 @@ from kaggle_kit import envvars
 from kaggle_kit.errors import SandboxError
 from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, WEEKLY_GPU_QUOTA_S
 from kaggle_kit.sim.faults import FAULT_KINDS, parse_fault_spec
-from kaggle_kit.sim.sandbox import RUN_TYPES, InputMount, Sandbox, SessionSpec
+from kaggle_kit.sim.sandbox import INPUT_LAYOUTS, RUN_TYPES, InputMount, Sandbox, SessionSpec
 from kaggle_kit.sim.server import SimServer
 
 
@@ -72,6 +72,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated seconds per real second in kernel sessions (default 1)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="store pushed kernels without running them (their status stays QUEUED)")
+    add_layout_argument(parser)
     parser.add_argument("--fault", action="append", default=[], metavar="KIND[,count=N][,match=TEXT][,...]",
                         help=f"arm a fault at start: KIND in {', '.join(FAULT_KINDS)}; options count=N, match=TEXT "
                              "(substring of the path), retry_after=S, delay=S; repeatable")
@@ -90,7 +91,8 @@ def serve_command(args: argparse.Namespace) -> int:
     server = SimServer(state, username=user, key=key, token=args.token, port=args.port,
                        processing_seconds=args.processing_seconds, sandbox=sandbox,
                        competitions_dir=args.competitions, models_dir=args.models,
-                       gpu_quota_s=args.gpu_quota_hours * 3600, clock_scale=args.clock_scale)
+                       gpu_quota_s=args.gpu_quota_hours * 3600, clock_scale=args.clock_scale,
+                       input_layout=args.input_layout)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -114,6 +116,14 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_layout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--input-layout``, shared by ``serve`` and ``run``."""
+    parser.add_argument("--input-layout", choices=INPUT_LAYOUTS, default="current",
+                        help="where inputs are mounted: current (/kaggle/input/datasets/<owner>/<slug>, "
+                             "competitions/<slug>, notebooks/<owner>/<slug>, models/...) or legacy "
+                             "(/kaggle/input/<slug>); Kaggle uses one or the other (default: current)")
+
+
 def parse_duration(text: str) -> float:
     """Seconds in ``90``, ``90s``, ``15m``, ``12h``, ``2d`` or combinations like ``1h30m``."""
     units = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -129,11 +139,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("notebook", metavar="NOTEBOOK", type=Path, help="an .ipynb, or a jupytext .py script")
     parser.add_argument("--type", dest="run_type", choices=RUN_TYPES, default="Batch",
                         help="Batch keeps /kaggle/working as the output; Interactive loses it (default: Batch)")
-    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="SRC:TARGET[,TARGET...]",
-                        help="attach folder SRC read-only at /kaggle/input/TARGET (repeatable; TARGET defaults to "
-                             "SRC's name), e.g. data/ckpt:datasets/alice/ckpt,ckpt")
+    parser.add_argument("--dataset", dest="datasets", action="append", default=[], metavar="SRC:OWNER/SLUG",
+                        help="attach folder SRC read-only as dataset OWNER/SLUG (where --input-layout puts it; "
+                             "repeatable)")
     parser.add_argument("--competition", dest="competitions", action="append", default=[], metavar="DIR",
-                        help="attach a competition's data folder at input/competitions/<name> and input/<name>")
+                        help="attach a competition's data folder, named after the folder (repeatable)")
+    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="SRC:TARGET[,TARGET...]",
+                        help="attach folder SRC read-only at /kaggle/input/TARGET whatever the layout (repeatable; "
+                             "TARGET defaults to SRC's name), e.g. data/ckpt:ckpt")
+    add_layout_argument(parser)
     parser.add_argument("--no-internet", dest="internet", action="store_false",
                         help="run without internet (own network namespace; the API stand-in is unreachable)")
     parser.add_argument("--accelerator", default="none", help="simulated accelerator: none, T4, T4x2, P100, L4, ...")
@@ -152,21 +166,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="URL of the API stand-in (`kaggle-kit sim serve`) for the kernel, when internet is on")
 
 
-def mounts_from_args(inputs: list[str], competitions: list[str]) -> tuple[InputMount, ...]:
-    """The mounts that ``--input SRC:TARGET[,TARGET...]`` and ``--competition DIR`` ask for."""
-    targets: dict[Path, list[str]] = {}
+def mounts_from_args(inputs: list[str], competitions: list[str], datasets: list[str]) -> tuple[InputMount, ...]:
+    """The mounts that ``--input SRC:TARGET[,TARGET...]``, ``--competition DIR`` and ``--dataset SRC:OWNER/SLUG`` ask
+    for."""
+    mounts: list[InputMount] = []
     for item in inputs:
         source, sep, rest = item.partition(":")
         path = Path(source).expanduser()
         names = [t.strip() for t in rest.split(",") if t.strip()] if sep else [path.resolve().name]
         if not source or not names:
-            raise SandboxError(f"--input {item!r}: write SRC:TARGET, e.g. data/ckpt:datasets/alice/ckpt")
-        targets.setdefault(path, []).extend(names)
+            raise SandboxError(f"--input {item!r}: write SRC:TARGET, e.g. data/ckpt:ckpt")
+        mounts.extend(InputMount(path, "path", name) for name in names)
     for item in competitions:
         path = Path(item).expanduser()
-        slug = path.resolve().name
-        targets.setdefault(path, []).extend([f"competitions/{slug}", slug])
-    return tuple(InputMount(source, tuple(names)) for source, names in targets.items())
+        mounts.append(InputMount(path, "competition", path.resolve().name))
+    for item in datasets:
+        source, _, handle = item.rpartition(":")
+        if not source or handle.count("/") != 1:
+            raise SandboxError(f"--dataset {item!r}: write SRC:OWNER/SLUG, e.g. data/ckpt:alice/ckpt")
+        mounts.append(InputMount(Path(source).expanduser(), "dataset", handle))
+    return tuple(mounts)
 
 
 def secrets_from_args(items: list[str]) -> dict[str, str]:
@@ -197,7 +216,8 @@ def run_command(args: argparse.Namespace) -> int:
     spec = SessionSpec(
         args.notebook,
         run_type=args.run_type,
-        mounts=mounts_from_args(args.inputs, args.competitions),
+        mounts=mounts_from_args(args.inputs, args.competitions, args.datasets),
+        input_layout=args.input_layout,
         internet=args.internet,
         accelerator=args.accelerator,
         time_limit_s=args.time_limit,
@@ -216,6 +236,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"  fallback: {result.isolation_note}; the kernel used KAGGLE_KIT_KAGGLE_ROOT instead of /kaggle")
     print(f"  executed notebook: {result.executed_notebook}")
     print(f"  log: {result.log_path}")
+    print(f"  sandbox log: {result.sandbox_log_path}")
     if result.output_dir is not None:
         print(f"  output: {result.output_dir}")
     else:

@@ -35,6 +35,7 @@ from kaggle_kit.mirror import worker
 from kaggle_kit.mirror.client import PROD_API, ApiClient, MirrorSettings, response_status
 from kaggle_kit.mirror.ledger import LEDGER_FILE, POINTER_FILE, Confirmed, parse_ledger, parse_pointer
 from kaggle_kit.notify import loud_warning
+from kaggle_kit.spawn import kit_python_env
 
 if TYPE_CHECKING:
     from kaggle_kit.kaggle_api import Credentials
@@ -232,6 +233,7 @@ class DatasetMirror:
         assert self._credentials is not None
         proc = subprocess.Popen(
             [sys.executable, "-m", worker.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+            env=kit_python_env(),  # the kit may be an attached dataset on sys.path only
         )
         init = {"settings": dataclasses.asdict(self._settings), "credentials": dataclasses.asdict(self._credentials)}
         assert proc.stdin is not None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kaggle_kit import envvars
+from kaggle_kit.env import LAYOUTS
 from kaggle_kit.errors import ConfigError, KaggleKitError
 from kaggle_kit.kaggle_platform import WEEKLY_GPU_QUOTA_S
 from kaggle_kit.sim.datasets import Datasets
@@ -62,13 +63,15 @@ class SimServer:
         gpu_quota_s: the weekly GPU allowance reported by GetAcceleratorQuotaStatistics.
         upload_ttl_s: age after which an unfinished upload answers 404 (expired).
         clock_scale: passed to every sandbox session (simulated seconds per real second).
+        input_layout: where sessions find their inputs: "current" (``/kaggle/input/datasets/<owner>/<slug>``, ...)
+            or "legacy" (``/kaggle/input/<slug>``); Kaggle uses one or the other.
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], *, username: str, key: str, token: str | None = None,
                  processing_seconds: float = 0.0, port: int = 0, sandbox: Any = None, host: str = "127.0.0.1",
                  competitions_dir: str | os.PathLike[str] | None = None,
                  models_dir: str | os.PathLike[str] | None = None, gpu_quota_s: float = WEEKLY_GPU_QUOTA_S,
-                 upload_ttl_s: float = UPLOAD_TTL_S, clock_scale: float = 1.0) -> None:
+                 upload_ttl_s: float = UPLOAD_TTL_S, clock_scale: float = 1.0, input_layout: str = "current") -> None:
         if not username or "/" in username or ":" in username:
             raise ConfigError(f"SimServer username {username!r} must be a non-empty name without '/' or ':'")
         if not key:
@@ -79,6 +82,8 @@ class SimServer:
             loopback = False
         if not loopback:
             raise ConfigError(f"SimServer host {host!r} is not a loopback address: the stand-in serves 127.0.0.1 only")
+        if input_layout not in LAYOUTS:
+            raise ConfigError(f"SimServer input_layout {input_layout!r} is not one of {', '.join(LAYOUTS)}")
         if processing_seconds < 0 or gpu_quota_s < 0 or upload_ttl_s <= 0:
             raise ConfigError("SimServer processing_seconds and gpu_quota_s must be >= 0 and upload_ttl_s > 0")
         self.username = username
@@ -103,7 +108,7 @@ class SimServer:
             self.store, self.datasets, self.quota, sandbox=sandbox, base_url=base_url,
             secrets={envvars.USERNAME: username, envvars.KEY: key},
             competitions_dir=Path(competitions_dir) if competitions_dir else None,
-            models_dir=Path(models_dir) if models_dir else None, clock_scale=clock_scale)
+            models_dir=Path(models_dir) if models_dir else None, clock_scale=clock_scale, input_layout=input_layout)
         self.kernels = Kernels(self.store, self.datasets, self.sessions, base_url=base_url)
         self._rpcs = rpc_table(self, self.uploads, self.datasets, self.kernels, self.quota)
 

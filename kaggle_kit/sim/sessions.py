@@ -49,7 +49,9 @@ class SessionPlan:
     """Everything the sandbox needs for one kernel version, independent of the sandbox's own types."""
 
     notebook: Path
-    mounts: tuple[tuple[Path, tuple[str, ...]], ...]
+    mounts: tuple[tuple[Path, str, str], ...]  # (folder, kind, ref): "dataset" "owner/slug", "competition" "slug", ...
+    input_layout: str  # "current" or "legacy": where the sandbox mounts the inputs
+    kernel_type: str  # "notebook" or "script"
     internet: bool
     accelerator: str
     time_limit_s: float
@@ -88,7 +90,9 @@ def run_plan(sandbox: Any, plan: SessionPlan) -> dict[str, Any]:
     spec = SessionSpec(
         plan.notebook,
         run_type="Batch",
-        mounts=tuple(InputMount(source, targets) for source, targets in plan.mounts),
+        mounts=tuple(InputMount(source, kind, ref) for source, kind, ref in plan.mounts),
+        input_layout=plan.input_layout,
+        kernel_type=plan.kernel_type,
         internet=plan.internet,
         accelerator=plan.accelerator,
         time_limit_s=plan.time_limit_s,
@@ -135,7 +139,7 @@ class SessionRunner:
 
     def __init__(self, store: StateStore, datasets: Datasets, quota: Quota, *, sandbox: Any,
                  base_url: Callable[[], str], secrets: dict[str, str], competitions_dir: Path | None = None,
-                 models_dir: Path | None = None, clock_scale: float = 1.0) -> None:
+                 models_dir: Path | None = None, clock_scale: float = 1.0, input_layout: str = "current") -> None:
         self.store = store
         self.datasets = datasets
         self.quota = quota
@@ -144,6 +148,7 @@ class SessionRunner:
         self.competitions_dir = competitions_dir
         self.models_dir = models_dir
         self.clock_scale = float(clock_scale)
+        self.input_layout = input_layout
         self._secrets = dict(secrets)
         self._jobs: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -210,7 +215,7 @@ class SessionRunner:
         folder = self.store.kernel_dir(record["owner"], record["slug"], version["number"])
         notebook = write_notebook(version["source"], kernel_type=version["kernel_type"],
                                   language=version["language"], folder=folder)
-        mounts: list[tuple[Path, tuple[str, ...]]] = []
+        mounts: list[tuple[Path, str, str]] = []
         for source in version["dataset_sources"]:
             try:
                 ds, number = self.datasets.resolve_source(source)
@@ -218,7 +223,7 @@ class SessionRunner:
             except ApiError as exc:
                 _log.warning("kernel %s: dataset source skipped: %s", key, exc.message)
                 continue
-            mounts.append((path, (f"datasets/{ds['owner']}/{ds['slug']}", ds["slug"])))
+            mounts.append((path, "dataset", f"{ds['owner']}/{ds['slug']}"))
         for source in version["kernel_sources"]:
             output = self._kernel_output(source)
             if output is None:
@@ -227,19 +232,21 @@ class SessionRunner:
             mounts.append(output)
         for source in version["competition_sources"]:
             if self.competitions_dir is not None and (self.competitions_dir / source).is_dir():
-                mounts.append((self.competitions_dir / source, (f"competitions/{source}", source)))
+                mounts.append((self.competitions_dir / source, "competition", source))
         for source in version["model_sources"]:
             if self.models_dir is not None and (self.models_dir / source).is_dir():
-                mounts.append((self.models_dir / source, (f"models/{source}",)))
+                mounts.append((self.models_dir / source, "model", source))
         accelerator = version["accelerator"]
         limit = float(version["timeout_s"] or session_limit_s(accelerator))
         quota_left = self.quota.left_s if uses_gpu_quota(accelerator) else None
         return SessionPlan(
-            notebook=notebook, mounts=tuple(mounts), internet=version["enable_internet"], accelerator=accelerator,
+            notebook=notebook, mounts=tuple(mounts), input_layout=self.input_layout,
+            kernel_type="script" if version["kernel_type"] == "script" else "notebook",
+            internet=version["enable_internet"], accelerator=accelerator,
             time_limit_s=limit, clock_scale=self.clock_scale, quota_left_s=quota_left,
             api_url=self.base_url() if version["enable_internet"] else None, secrets=dict(self._secrets))
 
-    def _kernel_output(self, source: str) -> tuple[Path, tuple[str, ...]] | None:
+    def _kernel_output(self, source: str) -> tuple[Path, str, str] | None:
         """The output folder a kernel source (``owner/slug`` or ``owner/slug/vN``) mounts, or None."""
         parts = source.strip("/").split("/")
         with self.store.lock:
@@ -256,7 +263,7 @@ class SessionRunner:
             return None
         output = self.store.kernel_dir(kernel["owner"], kernel["slug"], candidates[-1]["number"]) / "output"
         output.mkdir(parents=True, exist_ok=True)
-        return output, (f"notebooks/{kernel['owner']}/{kernel['slug']}", kernel["slug"])
+        return output, "notebook", f"{kernel['owner']}/{kernel['slug']}"
 
     def _run(self, key: str, number: int) -> None:
         with self.store.lock:
