@@ -39,6 +39,7 @@ import numpy as np
 from kaggle_kit.checkpoint.codec import apply_rng_state, shape_differences, tensor_shapes, unwrap_model
 from kaggle_kit.checkpoint.format import (
     MANIFEST_GLOB,
+    MANIFEST_SUFFIX,
     CheckpointInfo,
     checkpoint_files,
     copy_checkpoint,
@@ -351,7 +352,7 @@ def resolve_checkpoint_source(entry: str | os.PathLike[str], *, what: str) -> Pa
         try:
             handle = parse_kernel(entry, what="training notebook").cli_ref
         except HandleError:
-            raise CheckpointError(f"{what}: {entry!r} is neither an existing folder nor an input handle "
+            raise CheckpointError(f"{what}: {entry!r} is neither an existing folder nor a dataset handle "
                                   f"({exc})") from exc
     return env.find_input(handle)
 
@@ -405,7 +406,7 @@ def _mirror_entries(mirror: CheckpointMirror, pointer: Mapping[str, Any], dest: 
 
     def fetcher(name: str) -> Callable[[], CheckpointInfo]:
         def fetch() -> CheckpointInfo:
-            manifest = mirror.download_checkpoint(name, dest / name, version=version)
+            manifest = mirror.download_checkpoint(name, dest, version=version)
             return info_from_manifest(Path(manifest), "mirror")
         return fetch
 
@@ -505,8 +506,17 @@ def restore_newest(
         def run(prepared: PreparedCheckpoint) -> Restored:
             apply_checkpoint(prepared, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                              force=force, config=config, config_hash=config_hash)
-            if prepared.info.source != "local" or prepared.info.run_id != run_id:
-                _adopt_locally(prepared.info, directory, run_id=run_id, mirror=mirror)
+            info = prepared.info
+            if info.source == "mirror" and info.best_name and info.best_name != info.name:
+                # The best comes along (fetched beside it), so the next version uploaded still carries it.
+                for entry in remote:
+                    if entry.name == info.best_name and not (info.folder / f"{entry.name}{MANIFEST_SUFFIX}").exists():
+                        try:
+                            entry.fetch()
+                        except Exception as exc:  # noqa: BLE001 - the resume stands without it
+                            warnings.warn(f"could not fetch the best checkpoint {entry.name}: {exc}", stacklevel=4)
+            if info.source != "local" or info.run_id != run_id:
+                _adopt_locally(info, directory, run_id=run_id, mirror=mirror)
             return _restored(prepared, source=source, adopted_from=adopted_from)
         return run
 
