@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 import torch
 from torch import nn
 
+import kaggle_kit
 from kaggle_kit.checkpoint import Checkpointer, load, verify_checkpoint
 from kaggle_kit.errors import CheckpointError
 
@@ -255,8 +257,10 @@ def test_a_real_full_disk_is_a_kit_error_and_the_earlier_checkpoints_stay(tmp_pa
     script.write_text(_FULL_DISK_SCRIPT)
     command = (f"mount -t tmpfs -o size=1m tmpfs {folder} || exit 77; "
                f"exec {sys.executable} {script} {folder}")
+    # The script imports the kit this test runs against, wherever the interpreter's installed copy points.
+    env = {**os.environ, "PYTHONPATH": str(Path(kaggle_kit.__file__).parents[1])}
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=env)
     if result.returncode == 77 or "unshare failed" in result.stderr or "Operation not permitted" in result.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()[:200]}")
     assert result.returncode == 0, result.stderr

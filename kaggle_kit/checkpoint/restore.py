@@ -6,7 +6,7 @@ Resume (:func:`restore_newest`, behind ``Checkpointer.restore``) resumes only it
 1. the local checkpoint folder;
 2. the inputs the caller names (``resume_inputs``: an earlier session's output, a dataset) and the run's mirror
    dataset when it is attached;
-3. the run's mirror dataset through the API (only when it holds a newer step than 1 and 2).
+3. the run's mirror dataset through the API (a checkpoint there is downloaded only when it is tried).
 
 It loads the newest checkpoint of the run that verifies; a checkpoint that fails any check is skipped with a warning
 naming it, and the next one is tried. When the run has no checkpoint, it adopts one on purpose from ``resume_from``,
@@ -324,6 +324,11 @@ def apply_checkpoint(
                               "nothing was loaded") from exc
 
 
+def _names_a_folder(entry: str | os.PathLike[str]) -> bool:
+    """A path-like, or a string naming an existing or absolute path (else it is an input handle)."""
+    return isinstance(entry, os.PathLike) or Path(entry).exists() or Path(entry).is_absolute()
+
+
 def resolve_checkpoint_source(entry: str | os.PathLike[str], *, what: str) -> Path:
     """The folder a checkpoint source names: a folder, or the handle of an attached dataset or notebook output.
 
@@ -341,7 +346,7 @@ def resolve_checkpoint_source(entry: str | os.PathLike[str], *, what: str) -> Pa
     if not isinstance(entry, (str, os.PathLike)):
         raise CheckpointError(f"{what}={entry!r}: pass a checkpoint folder or an attached input's owner/slug")
     path = Path(entry)
-    if isinstance(entry, os.PathLike) or path.exists() or path.is_absolute():
+    if _names_a_folder(entry):
         if not path.is_dir():
             raise CheckpointError(f"{what}: checkpoint folder {path} does not exist or is not a folder: pass the "
                                   "folder that holds the step-*.manifest.json files, or an attached input's owner/slug")
@@ -527,10 +532,10 @@ def restore_newest(
             if pointer is not None:
                 remote = _mirror_entries(mirror, pointer, Path(tmp))
         own: list[CheckpointInfo | _Remote] = [c for c in found if c.run_id == run_id]
-        newest_own = max((c.step for c in own), default=-1)
-        # The mirror is read only for steps newer than what is at hand. Its pointer says whose run it holds; one
-        # that does not say (written before run ids, or rebuilt from the file list) is fetched to find out.
-        own += [r for r in remote if r.run_id in (run_id, None) and r.step > newest_own]
+        # A mirror checkpoint is downloaded only when it is tried: when nothing nearer holds its step or a newer
+        # one that verifies. The pointer says whose run it holds; one that does not say (written before run ids,
+        # or rebuilt from the file list) is fetched to find out.
+        own += [r for r in remote if r.run_id in (run_id, None)]
         own.sort(key=lambda c: (-c.step, SOURCE_RANK[c.source]))
         fetched: list[CheckpointInfo] = []
         restored = _try(own, attempt(), problems, run_id=run_id, elsewhere=fetched)
@@ -603,7 +608,7 @@ def _search_roots(path_or_dataset: str | os.PathLike[str] | None) -> tuple[list[
         looked = ", ".join(str(r) for r in roots) if roots else f"nothing is attached under {env.input_dir()}"
         return roots, "input", f"the attached inputs ({looked}; competitions are not searched)"
     root = resolve_checkpoint_source(path_or_dataset, what="load")
-    if isinstance(path_or_dataset, os.PathLike) or Path(path_or_dataset).exists() or Path(path_or_dataset).is_absolute():
+    if _names_a_folder(path_or_dataset):
         return [root], "local", str(root)
     return [root], "input", f"{root} (the attached {path_or_dataset})"
 
