@@ -15,6 +15,7 @@ import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -221,7 +222,7 @@ def test_torchs_own_write_failure_on_a_full_disk_is_named_too(
                            "data/0: file write failed")
 
     monkeypatch.setattr(torch, "save", failing)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10_000, 9_000, 1_000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10_000, used=9_000, free=1_000))
     with pytest.raises(CheckpointError, match=r"no space left in .* needs about \d+ bytes and 1000 bytes are free"):
         ck.save(step=2, model=_model())
     assert [i.step for i in ck.checkpoints()] == [1]
