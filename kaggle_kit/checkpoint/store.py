@@ -286,17 +286,18 @@ class Checkpointer:
             best_before = (self._best_name, self._best_value)
             try:
                 info = self._write(
-                step=step,
-                epoch=epoch,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                metrics=dict(metrics or {}),
-                extra=dict(extra or {}),
+                    step=step,
+                    epoch=epoch,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    metrics=dict(metrics or {}),
+                    extra=dict(extra or {}),
                     data_state=dict(data_state or {}),
                 )
             except BaseException:
+                # A save that did not complete is not the best.
                 self._best_name, self._best_value = best_before
                 raise
             self._last_save = time.monotonic()
