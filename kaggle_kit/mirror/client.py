@@ -43,6 +43,8 @@ class MirrorSettings:
     max_attempts: int
     run_type: str | None
     accelerator: str
+    keep: int = 2
+    delete_old_versions: bool = True
 
 
 def response_status(exc: BaseException | None) -> int | None:
