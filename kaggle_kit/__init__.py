@@ -24,6 +24,7 @@ _EXPORTS = {
     "enable_autoreload": "kaggle_kit.hotreload",
     "Checkpointer": "kaggle_kit.checkpoint",
     "load_checkpoint": "kaggle_kit.checkpoint:load",
+    "run_id_for": "kaggle_kit.checkpoint",
     "DatasetMirror": "kaggle_kit.mirror",
     "SessionClock": "kaggle_kit.guard.clock",
     "detect_accelerator": "kaggle_kit.guard.accelerator",
