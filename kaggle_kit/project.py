@@ -64,7 +64,9 @@ else:  # pragma: no cover - Python 3.10
 __all__ = [
     "CHECKPOINT_MODES",
     "DECLARATION_FILE",
+    "KERNEL_OUTPUT_DIR",
     "PYPROJECT",
+    "REHEARSAL_DIR",
     "TABLE",
     "NotebookSpec",
     "Project",
@@ -78,6 +80,9 @@ __all__ = [
 ]
 
 PYPROJECT = "pyproject.toml"
+# Folders the kit writes inside a project, which never travel in its code dataset.
+KERNEL_OUTPUT_DIR = "kernel-output"  # `kaggle-kit output` downloads here
+REHEARSAL_DIR = "kaggle-kit-rehearsal"  # `kaggle-kit rehearse` works here
 DECLARATION_FILE = "kaggle-kit.toml"
 TABLE = "tool.kaggle-kit"
 DEFAULT_KIT_DATASET_SLUG = "kaggle-kit"
@@ -91,7 +96,8 @@ _TOP_KEYS = ("name", "owner", "code-dataset", "kit-dataset", "checkpoint-dataset
 _NOTEBOOK_KEYS = ("source", "kernel", "title", "accelerator", "internet", "checkpoints", "competition", "datasets",
                   "models", "kernels", "private", "config", "config-schema", "parameters")
 _PUBLISH_KEYS = ("include", "exclude")
-_REHEARSE_KEYS = ("notebook", "infer", "data", "score", "baseline", "baseline-name", "config", "overrides")
+_REHEARSE_KEYS = ("notebook", "infer", "data", "score", "baseline", "baseline-name", "config", "overrides",
+                  "kill-after")
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,8 @@ class RehearseSpec:
         baseline_name: What the trivial submission predicts.
         config: The small config the rehearsal trains with (default: the project's).
         overrides: Dotted overrides on top of it.
+        kill_after: Seconds after which the first training session is killed (0: no kill), or ``"auto"``: half-way
+            through the training of an uninterrupted reference run, which the resumed run must then match.
     """
 
     notebook: str
@@ -175,6 +183,7 @@ class RehearseSpec:
     baseline_name: str = "trivial"
     config: str | None = None
     overrides: tuple[str, ...] = ()
+    kill_after: float | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -469,7 +478,11 @@ def _rehearse(root: Path, file: Path, prefix: str, table: Mapping[str, Any],
     for key, value in (("notebook", notebook), ("infer", infer)):
         if value is not None and value not in notebooks:
             raise r.error(key, f"{value!r} is not a declared notebook ({', '.join(notebooks)})")
+    kill_after = r.value("kill-after", (int, float, str), "auto")
+    if kill_after != "auto" and (isinstance(kill_after, str) or kill_after < 0):
+        raise r.error("kill-after", f"{kill_after!r}: write \"auto\", 0 (no kill) or a number of seconds")
     return RehearseSpec(
+        kill_after=kill_after if kill_after == "auto" else float(kill_after),
         notebook=notebook, infer=infer, data=r.object_path("data", r.text("data")),
         score=r.object_path("score", r.text("score")), baseline=r.object_path("baseline", r.text("baseline")),
         baseline_name=r.text("baseline-name", "trivial") or "trivial",
@@ -485,6 +498,7 @@ def import_object(spec: str, root: Path, *, where: str) -> Any:
     """
     module_name, _, attribute = spec.partition(":")
     entry = str(Path(root).resolve())
+    _forget_other_copy(module_name.partition(".")[0], Path(entry))
     added = entry not in sys.path
     if added:
         sys.path.insert(0, entry)
@@ -503,6 +517,19 @@ def import_object(spec: str, root: Path, *, where: str) -> Any:
         if added and entry in sys.path:
             sys.path.remove(entry)
     return obj
+
+
+def _forget_other_copy(package: str, root: Path) -> None:
+    """Drops an imported ``package`` that came from outside ``root`` (another project of the same package name in
+    this process), so the import finds this project's. The kit itself is never dropped."""
+    module = sys.modules.get(package)
+    if module is None or package == "kaggle_kit":
+        return
+    locations = [getattr(module, "__file__", None), *list(getattr(module, "__path__", None) or [])]
+    if any(loc and Path(loc).resolve().is_relative_to(root) for loc in locations):
+        return
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]
 
 
 def check_config(project: Project, notebook: NotebookSpec, *, config: str | None = None,

@@ -32,11 +32,12 @@ PROJECT_ENV = envvars.KIT_PROJECT
 EXPLICIT_MARKER = ".kaggle-kit-root"
 MARKERS = (EXPLICIT_MARKER, DECLARATION_FILE, "kernel-metadata.json", "setup.cfg", "pyproject.toml", ".git")
 KIT_PACKAGE = "kaggle_kit"
+KIT_ORIGIN_PREFIX = "kaggle_kit imported from "
 DOWNWARD_DEPTH = 3
 _SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".ipynb_checkpoints",
                         "build", "dist"})
 
-__all__ = ["ProjectRoot", "find_root", "is_kit_tree", "ROOT_ENV", "PROJECT_ENV", "EXPLICIT_MARKER", "MARKERS"]
+__all__ = ["KIT_ORIGIN_PREFIX", "ProjectRoot", "find_root", "is_kit_tree", "kit_origin", "ROOT_ENV", "PROJECT_ENV", "EXPLICIT_MARKER", "MARKERS"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,11 @@ def _upward_project(start: Path, project: str) -> ProjectRoot | None:
 def is_kit_tree(folder: Path) -> bool:
     """Whether ``folder`` holds the kit's own package: its clone, or the kit attached as a dataset."""
     return (folder / KIT_PACKAGE / "__init__.py").is_file()
+
+
+def kit_origin() -> str:
+    """One line saying which folder this process imported the kit from (a notebook's bootstrap prints it)."""
+    return f"{KIT_ORIGIN_PREFIX}{Path(__file__).resolve().parents[1]}"
 
 
 @dataclass(frozen=True)
