@@ -79,7 +79,8 @@ def push_folder(
     except ValueError as exc:
         raise MetadataError(f"{folder / KERNEL_METADATA}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - requests' HTTPError carries the server's message
-        raise KaggleApiError(f"pushing {ref} failed: {describe_http_error(exc)}") from exc
+        raise KaggleApiError(f"pushing {ref} failed, nothing was created or started: "
+                             f"{describe_http_error(exc)}") from exc
     if response is None:
         raise KaggleApiError(f"pushing {ref} failed: the server sent no reply")
     invalid = getattr(response, "invalid_dataset_sources", None) or []

@@ -143,7 +143,10 @@ def _accelerator(value: str, where: str) -> tuple[bool, bool, str | None, str]:
 
 def _handle(value: str, owner: str, parse: Any, what: str) -> str:
     try:
-        if parse is parse_competition or parse is parse_model:
+        if parse is parse_model:
+            parse(value, what=what)  # checked; kept as written (a framework is spelled as Kaggle lists it)
+            return value.strip()
+        if parse is parse_competition:
             return str(parse(value, what=what))
         full = value if "/" in value else f"{owner}/{value}"
         return str(parse(full, what=what))

@@ -353,7 +353,8 @@ class _Reader:
                 parse_dataset, parse_kernel) else parse(value, what=self.key(name))
         except HandleError as exc:
             raise DeclarationError(f"{self.file}: {exc}") from None
-        return str(parsed)
+        # A model's framework is spelled as Kaggle lists it (pyTorch): checked, kept as written.
+        return value.strip() if parse is parse_model else str(parsed)
 
     def relative_path(self, name: str, value: str | None, root: Path, *, must_exist: bool = False) -> str | None:
         if value is None:

@@ -37,7 +37,7 @@ DOWNWARD_DEPTH = 3
 _SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".ipynb_checkpoints",
                         "build", "dist"})
 
-__all__ = ["KIT_ORIGIN_PREFIX", "ProjectRoot", "find_root", "is_kit_tree", "kit_origin", "ROOT_ENV", "PROJECT_ENV", "EXPLICIT_MARKER", "MARKERS"]
+__all__ = ["KIT_ORIGIN_PREFIX", "ProjectRoot", "find_root", "is_kit_tree", "kit_clone", "kit_origin", "ROOT_ENV", "PROJECT_ENV", "EXPLICIT_MARKER", "MARKERS"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,21 @@ def _upward_project(start: Path, project: str) -> ProjectRoot | None:
 def is_kit_tree(folder: Path) -> bool:
     """Whether ``folder`` holds the kit's own package: its clone, or the kit attached as a dataset."""
     return (folder / KIT_PACKAGE / "__init__.py").is_file()
+
+
+def kit_clone() -> Path | None:
+    """The folder holding the running kit when it is a writable clone (not an installed copy, not an attached
+    dataset), else None: hot reload watches it too."""
+    import site
+    import sysconfig
+
+    folder = Path(__file__).resolve().parents[1]
+    installed = {Path(p).resolve() for p in (*site.getsitepackages(), site.getusersitepackages(),
+                                              sysconfig.get_paths()["purelib"]) if p}
+    inputs = env.input_dir().resolve()
+    if folder in installed or folder.is_relative_to(inputs) or not os.access(folder / KIT_PACKAGE, os.W_OK):
+        return None
+    return folder
 
 
 def kit_origin() -> str:

@@ -621,7 +621,7 @@ def test_default_root_is_the_project_root(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "notebooks").mkdir()
     monkeypatch.delenv("KAGGLE_KIT_ROOT", raising=False)
     monkeypatch.chdir(tmp_path / "notebooks")
-    assert reload_mod._resolve_roots(None) == [tmp_path.resolve()]
+    assert reload_mod._resolve_roots(None)[0] == tmp_path.resolve()
 
 
 def test_the_reloader_leaves_its_own_package_out(tree) -> None:
