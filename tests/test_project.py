@@ -272,3 +272,19 @@ def test_cli_render_works_from_inside_the_project_with_the_kit_installed(tmp_pat
     assert result.returncode == 0, result.stderr
     meta = json.loads((root / "notebooks" / "build" / "prep-features" / "kernel-metadata.json").read_text())
     assert meta["id"] == "alice/demo-prep-features"
+
+
+def test_publish_code_checks_the_given_credentials_not_the_environments(tmp_path, quiet_server, monkeypatch):
+    from kaggle_kit.code_dataset import publish_code
+    from kaggle_kit.errors import CredentialError
+    from kaggle_kit.kaggle_api import Credentials
+
+    root = declare(tmp_path / "p", BASIC)
+    (root / "README.md").write_text("export KAGGLE_KEY=stand-in-only   # the docs' example\n")
+    server_key = quiet_server.client_env({})["KAGGLE_KEY"]
+    monkeypatch.setenv("KAGGLE_KEY", "stand-in-only")
+    with pytest.raises(CredentialError, match="README.md contains your Kaggle API key"):
+        publish_code(root)  # the command's way: the key the client finds is the one no file may hold
+    # The rehearsal's way: its own credentials, whatever the shell holds.
+    result = publish_code(root, credentials=Credentials(username="alice", key=server_key, source="test"))
+    assert result["created"] and "README.md" in result["files"]

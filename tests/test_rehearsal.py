@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ SHORT = ("train.epochs=40",)
 
 @pytest.fixture
 def isolated(kaggle_isolation, monkeypatch):
-    monkeypatch.delenv("KAGGLE_KIT_API_ENDPOINT", raising=False)
+    # A shell that still holds the README's `sim serve` exports, its key a string the kit's own README contains:
+    # the rehearsal must neither talk to that server nor take that key for a leak.
+    example_key = re.search(r"KAGGLE_KEY=(\S+)", (ROOT / "README.md").read_text()).group(1)
+    for name, value in {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": "http://127.0.0.1:9",
+                        "KAGGLE_USERNAME": "alice", "KAGGLE_KEY": example_key,
+                        "KAGGLE_KIT_API_ENDPOINT": "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(name, value)
     return kaggle_isolation
 
 
@@ -82,6 +89,8 @@ def test_refuses_bad_options_and_a_busy_workdir(tmp_path, isolated):
         rehearse(ROOT, RehearsalOptions(accelerator="P100", workdir=tmp_path / "a"))
     with pytest.raises(KaggleKitError, match="run type"):
         rehearse(ROOT, RehearsalOptions(run_type="Live", workdir=tmp_path / "a"))
+    with pytest.raises(KaggleKitError, match="--kill-after 'soon'"):
+        rehearse(ROOT, RehearsalOptions(kill_after_s="soon", workdir=tmp_path / "a"))
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "precious.txt").write_text("keep me")
@@ -96,12 +105,17 @@ def test_summary_names_the_work_lost_and_the_baseline():
                              lost_minutes=0.05),
                   SessionRow("train #2 (Batch)", "COMPLETE", 90.0, steps=34, step_end=54, resumed_from=17)],
         dataset_versions={"alice/x-ckpt": 7}, final_score=0.61, baseline_score=0.5, submission_valid=True,
-        submission_score=0.66, weights_sha256="ab" * 32, wall_s=150.0,
+        submission_score=0.66, weights_sha256="ab" * 32, wall_s=150.0, baseline_name="authentic everywhere",
+        reference_sha256="ab" * 32, kit_origin="/kaggle/input/datasets/alice/kaggle-kit",
     )
-    text = format_report(report, "authentic everywhere")
+    text = format_report(report)
     assert "3 steps, 0.05 min" in text
     assert "alice/x-ckpt: 7 version(s)" in text
     assert "0.6100 (baseline, predicting authentic everywhere: 0.5000)" in text
     assert "submission: valid, test score 0.6600" in text
+    assert "bit-identical to the uninterrupted reference run: yes" in text
+    assert "the sessions imported the kit from /kaggle/input/datasets/alice/kaggle-kit" in text
     report.submission_valid, report.submission_problem = False, "row 3: odd length"
     assert "NOT valid: row 3: odd length" in format_report(report)
+    report.reference_sha256 = "cd" * 32
+    assert "bit-identical to the uninterrupted reference run: NO" in format_report(report) and not report.ok
