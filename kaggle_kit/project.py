@@ -214,10 +214,6 @@ class Project:
         raise DeclarationError(f"{self.file}: no notebook {name!r} is declared (declared: "
                                f"{', '.join(self.notebooks) or 'none'}); add [{self.table}.notebooks.{name}]")
 
-    def notebook_of_kernel(self, kernel: str) -> NotebookSpec | None:
-        """The declared notebook whose kernel is ``kernel`` (``owner/slug``), if any."""
-        return next((n for n in self.notebooks.values() if n.kernel == kernel.lower()), None)
-
     @property
     def table(self) -> str:
         return TABLE if self.file.name == PYPROJECT else "tool.kaggle-kit (top level)"
@@ -337,7 +333,7 @@ class _Reader:
 
     def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
         value = self.value(name, str, default, required=required)
-        if value is not None and not value.strip() and default is not None and required:
+        if required and not (value or "").strip():
             raise self.error(name, "must not be empty")
         return value
 

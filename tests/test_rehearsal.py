@@ -119,3 +119,55 @@ def test_summary_names_the_work_lost_and_the_baseline():
     assert "NOT valid: row 3: odd length" in format_report(report)
     report.reference_sha256 = "cd" * 32
     assert "bit-identical to the uninterrupted reference run: NO" in format_report(report) and not report.ok
+
+
+class _Sessions:
+    """Stands in for the sandbox: each call says how a training session would end, as the rehearsal sees it."""
+
+    def __init__(self, rows):
+        self.rows = list(rows)
+        self.calls = []
+
+    def __call__(self, index, limit, resume):
+        self.calls.append((index, round(limit, 1), resume))
+        return self.rows.pop(0)
+
+
+def _row(status, *, resumed=None, bounds=None):
+    row = SessionRow("train", status, wall_s=1.0, resumed_from=resumed, step_end=10)
+    row.training_bounds = bounds
+    return row
+
+
+def _orchestrator(tmp_path, monkeypatch):
+    from kaggle_kit import rehearsal
+    from kaggle_kit.project import load_project
+
+    project = load_project(ROOT)
+    run = rehearsal._Rehearsal(project, RehearsalOptions(kill_after_s="auto", workdir=tmp_path, checkpoint_every_s=2.0,
+                                                        internet=False), rehearsal.RehearsalHooks())
+    monkeypatch.setattr(run, "_digest_of", lambda row: "ref")
+    return run
+
+
+def test_the_auto_kill_lands_half_way_through_the_measured_training(tmp_path, monkeypatch):
+    run = _orchestrator(tmp_path, monkeypatch)
+    sessions = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("KILLED"), _row("COMPLETE", resumed=40)])
+    run._train_sessions(sessions)
+    assert sessions.calls == [(1, 600.0, False), (2, 30.0, False), (3, 600.0, True)]
+    assert [s.status for s in run.report.sessions] == ["COMPLETE", "KILLED", "COMPLETE"]
+    assert run.report.reference_sha256 == "ref" and run.report.sessions[0].name.endswith("reference)")
+
+
+def test_a_kill_that_missed_the_training_is_moved_and_tried_again(tmp_path, monkeypatch):
+    run = _orchestrator(tmp_path, monkeypatch)
+    late = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("COMPLETE"), _row("KILLED"),
+                      _row("COMPLETE", resumed=20)])
+    run._train_sessions(late)
+    assert [c[1] for c in late.calls] == [600.0, 30.0, 18.0, 600.0]
+    run = _orchestrator(tmp_path, monkeypatch)
+    early = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("KILLED"), _row("COMPLETE", resumed=0),
+                       _row("KILLED"), _row("COMPLETE", resumed=30)])
+    run._train_sessions(early)
+    assert [c[1] for c in early.calls] == [600.0, 30.0, 600.0, 48.0, 600.0]
+    assert any("before the first checkpoint" in note for note in run.report.notes)
