@@ -323,6 +323,10 @@ class _Rehearsal:
         self.train_ref = self.train_nb.kernel
         self.checkpoint_dataset: str | None = ""
         self.labels: Path | None = None
+        dropped = sorted({m for nb in filter(None, (self.train_nb, self.infer_nb)) for m in nb.models})
+        if dropped:
+            self.report.notes.append(f"not attached in the rehearsal (the offline Kaggle has no models): "
+                                     f"{', '.join(dropped)}; the notebooks must run without them")
         chosen = options.kill_after_s if options.kill_after_s is not None else self.spec.kill_after
         self.kill: float | None = None if chosen == "auto" else float(chosen)
 

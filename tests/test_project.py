@@ -288,3 +288,11 @@ def test_publish_code_checks_the_given_credentials_not_the_environments(tmp_path
     # The rehearsal's way: its own credentials, whatever the shell holds.
     result = publish_code(root, credentials=Credentials(username="alice", key=server_key, source="test"))
     assert result["created"] and "README.md" in result["files"]
+
+
+def test_a_command_outside_any_project_never_picks_the_kits_checkout(tmp_path):
+    console = Path(sys.executable).parent / "kaggle-kit"  # the script lives in the kit's environment
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([str(console), "render"], cwd=tmp_path / "empty", capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "no project root found" in result.stderr, result.stdout + result.stderr

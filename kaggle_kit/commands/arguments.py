@@ -21,8 +21,8 @@ def add_root_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def project_root(args: argparse.Namespace) -> Path:
-    """``--root``, or the project root found from the current folder."""
-    return Path(args.root) if args.root else find_root().path
+    """``--root``, or the project root found from the current folder (never from where the kit is installed)."""
+    return Path(args.root) if args.root else find_root(Path.cwd()).path
 
 
 def project_from(args: argparse.Namespace) -> Project:
