@@ -167,6 +167,7 @@ class RehearsalReport:
     submission_problem: str = ""
     weights_sha256: str | None = None
     reference_sha256: str | None = None
+    resume_missed: bool = False  # a session was killed but the next one found nothing to resume from
     gpu_quota_used_h: float | None = None
     gpu_quota_total_h: float | None = None
     wall_s: float = 0.0
@@ -188,7 +189,8 @@ class RehearsalReport:
     @property
     def ok(self) -> bool:
         sessions_ok = all(s.status in ("COMPLETE", "KILLED") for s in self.sessions)
-        return sessions_ok and (self.submission_valid or not self.inferred) and self.bit_identical is not False
+        return (sessions_ok and (self.submission_valid or not self.inferred) and self.bit_identical is not False
+                and not self.resume_missed)
 
 
 def _say(message: str) -> None:
@@ -544,9 +546,14 @@ class _Rehearsal:
             if second.status != "COMPLETE":
                 raise KaggleKitError("the resumed training session did not finish: raise the session limit "
                                      f"({self.options.session_timeout_s:.0f} s) or train for fewer epochs")
-            if first is not None and not second.resumed_from and self.kill is None and attempt == 0:
-                kill = self._retry(kill, 1.6, "the kill came before the first checkpoint")
-                continue
+            if first is not None and not second.resumed_from:
+                if self.kill is None and attempt == 0:
+                    kill = self._retry(kill, 1.6, "the kill came before the first checkpoint")
+                    continue
+                self.report.resume_missed = True
+                self.report.notes.append(f"the kill at {kill:.0f} s came before the first checkpoint: the second "
+                                         "session started over, no resume was rehearsed (raise --kill-after, or "
+                                         "--kill-after auto)")
             return
 
     def _reference_run(self, run_one: Callable[[int, float, bool], SessionRow]) -> float | None:

@@ -171,3 +171,11 @@ def test_a_kill_that_missed_the_training_is_moved_and_tried_again(tmp_path, monk
     run._train_sessions(early)
     assert [c[1] for c in early.calls] == [600.0, 30.0, 600.0, 48.0, 600.0]
     assert any("before the first checkpoint" in note for note in run.report.notes)
+
+
+def test_a_fixed_kill_before_the_first_checkpoint_is_said_not_hidden(tmp_path, monkeypatch):
+    run = _orchestrator(tmp_path, monkeypatch)
+    run.kill = 5.0
+    run._train_sessions(_Sessions([_row("KILLED"), _row("COMPLETE", resumed=None)]))
+    assert any("no resume was rehearsed" in note for note in run.report.notes)
+    assert "no resume was rehearsed" in format_report(run.report) and not run.report.ok
