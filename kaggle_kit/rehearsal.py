@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -563,7 +564,7 @@ class _Rehearsal:
             self.report.notes.append("no reference run: an Interactive session without a mirror keeps nothing")
             return 0.0
         row = run_one(1, self.options.session_timeout_s, False)
-        row.name = f"train #1 ({self.options.run_type}, reference)"
+        row.name = "train #1 (reference)"
         self.report.sessions.append(row)
         _say(f"reference run: {row.status} after {row.wall_s:.0f} s, step {row.step_end}")
         if row.status != "COMPLETE":
@@ -601,7 +602,8 @@ class _Rehearsal:
     def _mirror_digest(self) -> str | None:
         dest = self.workdir / "outputs" / f"mirror-{len(self._train_rows())}"
         dest.mkdir(parents=True, exist_ok=True)
-        self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset's URL even when quiet
+            self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
         newest = _newest_checkpoint(dest)
         return _weights(newest)[0] if newest is not None else None
 
@@ -726,7 +728,8 @@ class _Rehearsal:
     def _final_from_mirror(self) -> None:
         dest = self.workdir / "outputs" / "mirror"
         dest.mkdir(parents=True, exist_ok=True)
-        self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset's URL even when quiet
+            self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
         newest = _newest_checkpoint(dest)
         if newest is not None:
             self.report.weights_sha256, self.report.model_shapes = _weights(newest)
