@@ -3,14 +3,55 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from kaggle_kit.errors import KaggleApiError, MetadataError
-from kaggle_kit.kaggle_api import check_reply, describe_http_error, make_api
+from kaggle_kit.kaggle_api import describe_http_error, make_api, reply_problems
 from kaggle_kit.metadata_files import KERNEL_METADATA
 
-__all__ = ["kernel_output", "kernel_status", "push_folder"]
+__all__ = ["PushResult", "kernel_output", "kernel_status", "push_folder"]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did.
+
+    Attributes:
+        ref: The kernel's ``owner/slug``.
+        version: The version the server created, or None when it created none.
+        url: The kernel's page.
+        folder: The folder that was pushed.
+        problems: What the server reported (an error field, invalid sources); a version may exist anyway.
+        status: The new version's status right after the push (``QUEUED``, ``RUNNING``, ...) when the server
+            reported problems, else None (not asked).
+        tolerated_invalid: Sources reported invalid that were expected to be (a mirror dataset the first run creates).
+    """
+
+    ref: str
+    version: int | None
+    url: str | None
+    folder: Path
+    problems: tuple[str, ...] = ()
+    status: str | None = None
+    tolerated_invalid: tuple[str, ...] = ()
+
+    @property
+    def created(self) -> bool:
+        return self.version is not None
+
+    def describe(self) -> str:
+        """One paragraph: what was created, what the server reported, and what to do."""
+        if not self.problems:
+            return f"pushed {self.ref} version {self.version}: {self.url}"
+        reported = "; ".join(self.problems)
+        running = self.status in ("QUEUED", "RUNNING", "NEW_SCRIPT")
+        state = f"is {self.status}" if self.status else "has an unknown status"
+        advice = ("it runs without what the server refused and burns quota: stop it on the kernel's page (or let it "
+                  "fail), fix the declaration, and push again") if running else "fix the declaration and push again"
+        return (f"pushed {self.ref} with problems: version {self.version} was created and {state}, but the server "
+                f"reported {reported}. {advice[0].upper()}{advice[1:]}. {self.url or ''}").rstrip()
 
 
 def push_folder(
@@ -20,19 +61,16 @@ def push_folder(
     api: Any = None,
     timeout_s: float | None = None,
     tolerated: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Pushes the kernel in ``folder`` (its kernel-metadata.json names ``ref``) and checks the reply's error fields.
+) -> PushResult:
+    """Pushes the kernel in ``folder`` (its kernel-metadata.json names ``ref``) and reads the reply's error fields.
 
     ``timeout_s`` caps the run's time (Kaggle's ``sessionTimeoutSeconds``); ``tolerated`` sources may be reported
-    invalid without failing (a mirror dataset the first run creates).
-
-    Returns:
-        ``{"ref", "version", "url", "tolerated_invalid"}``: the last lists the tolerated sources the server
-        reported invalid.
+    invalid without counting as problems (a mirror dataset the first run creates). The server may create and start
+    a version although it reports an error (an invalid source): then the result says so, with the version's status.
 
     Raises:
         MetadataError: the client refused the folder's metadata.
-        KaggleApiError: the server refused the push.
+        KaggleApiError: the server created no version.
     """
     folder = Path(folder)
     api = api or make_api()
@@ -41,12 +79,26 @@ def push_folder(
     except ValueError as exc:
         raise MetadataError(f"{folder / KERNEL_METADATA}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - requests' HTTPError carries the server's message
-        raise KaggleApiError(f"pushing {ref} failed: {describe_http_error(exc)}") from exc
+        raise KaggleApiError(f"pushing {ref} failed, nothing was created or started: "
+                             f"{describe_http_error(exc)}") from exc
+    if response is None:
+        raise KaggleApiError(f"pushing {ref} failed: the server sent no reply")
     invalid = getattr(response, "invalid_dataset_sources", None) or []
-    tolerated_invalid = [source for source in tolerated if source in invalid]
-    check_reply(response, f"pushing {ref}", tolerated=tolerated)
-    return {"ref": getattr(response, "ref", None) or ref, "version": getattr(response, "version_number", None),
-            "url": getattr(response, "url", None), "tolerated_invalid": tolerated_invalid}
+    tolerated_invalid = tuple(source for source in tolerated if source in invalid)
+    problems = tuple(reply_problems(response, tolerated=tolerated))
+    version = getattr(response, "version_number", None) or None
+    ref = getattr(response, "ref", None) or ref
+    url = getattr(response, "url", None)
+    if problems and version is None:
+        raise KaggleApiError(f"pushing {ref} failed, nothing was created or started: " + "; ".join(problems))
+    status = None
+    if problems:
+        try:
+            status = kernel_status(str(ref), api=api)["status"]
+        except KaggleApiError as exc:
+            status = f"unknown ({exc})"
+    return PushResult(ref=str(ref), version=int(version) if version is not None else None, url=url, folder=folder,
+                      problems=problems, status=status, tolerated_invalid=tolerated_invalid)
 
 
 def kernel_status(ref: str, *, api: Any = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ __all__ = ["register", "run"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("status", help="the latest run's status of a kernel")
-    parser.add_argument("kernel", nargs="?", default="train", help="train, infer or owner/slug (default: train)")
+    parser.add_argument("kernel", nargs="?", default="train", help="a declared notebook or owner/slug (default: train)")
     add_root_argument(parser)
     parser.set_defaults(func=run)
 
