@@ -10,6 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "SimServer": "kaggle_kit.sim.server",
+    "SimSettings": "kaggle_kit.sim.settings",
     "FAULT_KINDS": "kaggle_kit.sim.faults",
     "Sandbox": "kaggle_kit.sim.sandbox",
     "SessionSpec": "kaggle_kit.sim.sandbox",
