@@ -330,6 +330,7 @@ class SessionRunner:
         self.quota.start_session(session, accelerator=version["accelerator"], clock_scale=self.clock_scale)
         outcome: dict[str, Any] = {"status": "ERROR", "failure": "", "stopped_by": None, "output_dir": None,
                                    "log": "", "has_output": False}
+        folder: Path | None = None
         try:
             folder = self.store.kernel_dir(kernel_handle(record["owner"], record["slug"]), number)
             outcome = run_plan(self.sandbox, self._plan(key, record, version))
@@ -339,10 +340,10 @@ class SessionRunner:
             _log.exception("kernel session %s failed inside the offline server", session)
             message = f"the session failed: {type(exc).__name__}: {exc}"
             outcome.update(status="ERROR", failure=message, stopped_by=None, log=failure_log(message, outcome["log"]))
-            with contextlib.suppress(Exception):
-                log_folder = self.store.kernel_dir(kernel_handle(record["owner"], record["slug"]), number)
-                log_folder.mkdir(parents=True, exist_ok=True)
-                (log_folder / "log.txt").write_text(outcome["log"])
+            if folder is not None:
+                with contextlib.suppress(OSError):
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / "log.txt").write_text(outcome["log"])
         finally:
             gpu_s, tpu_s = self.quota.end_session(session, kernel=key)
             with self.store.lock:
