@@ -150,16 +150,16 @@ def test_a_session_stopped_at_its_limit_ends_as_kaggle_reports_it(kaggle_cli: An
     assert requests.get(guessed + "?expires=99999999999&signature=" + "0" * 64).status_code == 403
 
 
-def test_tpu_time_is_billed_to_the_tpu_quota(kaggle_cli: Any, sim_server: Any, tmp_path: Path) -> None:
+def test_tpu_time_is_billed_to_the_tpu_quota(sim_server: Any, tmp_path: Path) -> None:
     from kaggle_kit.kaggle_api import make_api
 
     _needs_sandbox(sim_server)
     api = make_api()
     folder = _kernel_folder(tmp_path / "k", "tpu-billing", ["print('on a TPU')"], machine_shape="TpuV5E8")
     before = api.quota_view()
-    _ok(kaggle_cli("kernels", "push", "-p", str(folder)))
+    assert not api.kernels_push(str(folder)).error
     assert sim_server.wait_for_sessions(timeout=240)
-    assert "COMPLETE" in _ok(kaggle_cli("kernels", "status", f"{SIM_USER}/tpu-billing"))
+    assert api.kernels_status(f"{SIM_USER}/tpu-billing").status.name == "COMPLETE"
     after = api.quota_view()
     assert after.tpu_quota.time_used > before.tpu_quota.time_used
     assert after.gpu_quota.time_used == before.gpu_quota.time_used
@@ -192,22 +192,24 @@ def test_retired_shapes_run_as_kaggle_maps_them_and_unknown_ones_are_refused(kag
 # --- item 8: limits ---
 
 
-def test_a_batch_output_over_the_working_folder_limit_fails_the_session(kaggle_cli: Any, sim_server: Any,
-                                                                        tmp_path: Path) -> None:
+def test_a_batch_output_over_the_working_folder_limit_fails_the_session(sim_server: Any, tmp_path: Path) -> None:
     from kaggle_kit.kaggle_platform import WORKING_DIR_LIMIT_BYTES
     from kaggle_kit.sim.settings import SimSettings
 
+    from kaggle_kit.kaggle_api import make_api
+
     _needs_sandbox(sim_server)
     assert SimSettings().working_dir_limit_bytes == WORKING_DIR_LIMIT_BYTES == 20 * 10**9
+    api = make_api()
     cells = ["open('/kaggle/working/big.bin', 'wb').write(b'x' * 5000)"]
     folder = _kernel_folder(tmp_path / "k", "too-much-output", cells)
     with sim_server.configured(working_dir_limit_bytes=4096):
-        _ok(kaggle_cli("kernels", "push", "-p", str(folder)))
+        assert not api.kernels_push(str(folder)).error
         assert sim_server.wait_for_sessions(timeout=240)
-    status = kaggle_cli("kernels", "status", f"{SIM_USER}/too-much-output").stdout
-    assert "ERROR" in status and "4096 bytes" in status
-    _ok(kaggle_cli("kernels", "output", f"{SIM_USER}/too-much-output", "-p", str(tmp_path / "out")))
-    assert not (tmp_path / "out" / "big.bin").exists()
+    status = api.kernels_status(f"{SIM_USER}/too-much-output")
+    assert status.status.name == "ERROR" and "4096 bytes" in status.failure_message
+    files, _ = api.kernels_output(f"{SIM_USER}/too-much-output", str(tmp_path / "out"), quiet=True)
+    assert [Path(f).name for f in files] == ["too-much-output.log"]
     assert "more than the 4096 bytes" in (tmp_path / "out" / "too-much-output.log").read_text()
 
 
@@ -215,18 +217,21 @@ def test_a_dataset_version_with_too_many_files_is_refused(kaggle_cli: Any, sim_s
     from kaggle_kit.kaggle_platform import MAX_DATASET_VERSION_FILES
     from kaggle_kit.sim.settings import SimSettings
 
+    from kaggle_kit.kaggle_api import make_api
+
     assert SimSettings().max_dataset_files == MAX_DATASET_VERSION_FILES == 1000
+    api = make_api()
     ds = _dataset_folder(tmp_path / "ds", "many-files", {"a.txt": "1", "b.txt": "2", "c.txt": "3"})
     with sim_server.configured(max_dataset_files=2):
         out = kaggle_cli("datasets", "create", "-p", str(ds)).stdout
         assert "The file count exceeds the maximum of 2" in out, out
-        missing = kaggle_cli("datasets", "status", f"{SIM_USER}/many-files")
-        assert "not found" in missing.stdout + missing.stderr
+        with pytest.raises(requests.HTTPError):
+            api.dataset_status(f"{SIM_USER}/many-files")
         (ds / "c.txt").unlink()
-        assert "being created" in _ok(kaggle_cli("datasets", "create", "-p", str(ds)))
+        assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
         (ds / "c.txt").write_text("3")
-        out = kaggle_cli("datasets", "version", "-p", str(ds), "-m", "three").stdout
-        assert "The file count exceeds the maximum of 2" in out, out
+        refused = api.dataset_create_version(str(ds), "three", quiet=True)
+        assert refused.error == "The file count exceeds the maximum of 2"
 
 
 def test_a_third_gpu_batch_session_is_refused_with_kaggles_words(kaggle_isolation: Path, tmp_path: Path) -> None:
@@ -266,15 +271,19 @@ def test_unknown_and_foreign_kernels_are_a_permission_error(kaggle_isolation: Pa
         meta = {"id": "bob/bobs-private-kernel", "is_private": True}
         assert not bob.kernels_push(str(_kernel_folder(tmp_path / "b", "bobs-private-kernel", ["1"], **meta))).error
     with SimServer(state, username=SIM_USER, key=KEY) as server:
-        env = server.client_env()
+        point_client_at(server.url)
+        alice = make_api(Credentials(username=SIM_USER, key=KEY, source="test"))
         for ref in (f"{SIM_USER}/no-such-kernel", "bob/bobs-private-kernel"):
-            for command in (["kernels", "status", ref], ["kernels", "output", ref, "-p", str(tmp_path / "o")]):
-                proc = subprocess.run([sys.executable, "-m", "kaggle", *command], env=env, capture_output=True,
-                                      text=True, timeout=120)
-                assert "Permission 'kernels.get' was denied" in proc.stdout + proc.stderr, (command, proc.stdout)
-            kit = subprocess.run([sys.executable, "-m", "kaggle_kit", "status", ref], env=env, capture_output=True,
-                                 text=True, timeout=120)
-            assert kit.returncode == 2 and "not found or not yours" in kit.stderr, kit.stdout + kit.stderr
+            for call in (lambda: alice.kernels_status(ref), lambda: alice.kernels_output(ref, str(tmp_path / "o"))):
+                with pytest.raises(ValueError, match="Permission 'kernels.get' was denied"):
+                    call()
+        env = server.client_env()
+        cli = subprocess.run([sys.executable, "-m", "kaggle", "kernels", "status", "bob/bobs-private-kernel"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert "Permission 'kernels.get' was denied" in cli.stdout + cli.stderr, cli.stdout + cli.stderr
+        kit = subprocess.run([sys.executable, "-m", "kaggle_kit", "status", f"{SIM_USER}/no-such-kernel"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert kit.returncode == 2 and "not found or not yours" in kit.stderr, kit.stdout + kit.stderr
 
 
 def test_slugs_and_titles_are_checked_with_kaggles_rules(sim_server: Any, tmp_path: Path) -> None:
@@ -361,8 +370,8 @@ def test_an_archive_named_dot_dot_zip_stays_inside_its_version(sim_server: Any) 
     assert [f["name"] for f in listed["datasetFiles"]] == ["bundle/escaped.txt"]
 
 
-def test_any_failure_of_a_session_ends_it_as_error_with_the_reason_in_its_log(kaggle_cli: Any, sim_server: Any,
-                                                                              tmp_path: Path) -> None:
+def test_any_failure_of_a_session_ends_it_as_error_with_the_reason_in_its_log(sim_server: Any, tmp_path: Path
+                                                                              ) -> None:
     from kaggle_kit.kaggle_api import make_api
 
     _needs_sandbox(sim_server)
@@ -375,11 +384,11 @@ def test_any_failure_of_a_session_ends_it_as_error_with_the_reason_in_its_log(ka
     sim_server.store.blob_path(entry["blob"]).unlink()
     folder = _kernel_folder(tmp_path / "k", "broken-mount", ["print('never runs')"],
                             dataset_sources=[f"{SIM_USER}/vanishing-blob"])
-    _ok(kaggle_cli("kernels", "push", "-p", str(folder)))
+    assert not api.kernels_push(str(folder)).error
     assert sim_server.wait_for_sessions(timeout=120)
-    status = kaggle_cli("kernels", "status", f"{SIM_USER}/broken-mount").stdout
-    assert "ERROR" in status and "FileNotFoundError" in status, status
-    _ok(kaggle_cli("kernels", "output", f"{SIM_USER}/broken-mount", "-p", str(tmp_path / "out")))
+    status = api.kernels_status(f"{SIM_USER}/broken-mount")
+    assert status.status.name == "ERROR" and "FileNotFoundError" in status.failure_message, status
+    api.kernels_output(f"{SIM_USER}/broken-mount", str(tmp_path / "out"), quiet=True)
     assert "FileNotFoundError" in (tmp_path / "out" / "broken-mount.log").read_text()
 
 
