@@ -6,12 +6,12 @@ Kaggle client until a name that needs them is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kaggle_kit.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "env": "kaggle_kit.env:",
     "find_root": "kaggle_kit.root",
     "ProjectRoot": "kaggle_kit.root",
     "load_config": "kaggle_kit.config",
@@ -29,23 +29,22 @@ _EXPORTS = {
     "detect_accelerator": "kaggle_kit.guard.accelerator",
     "plan_devices": "kaggle_kit.guard.accelerator",
     "run_preflight": "kaggle_kit.guard.preflight",
+    "plan_budget": "kaggle_kit.guard.budget",
+    "BudgetPlan": "kaggle_kit.guard.budget",
+    "TrainConfig": "kaggle_kit.training.config",
+    "TrainResult": "kaggle_kit.training.config",
+    "steps_per_epoch": "kaggle_kit.training.config",
+    "total_steps": "kaggle_kit.training.config",
+    "train": "kaggle_kit.training.loop",
+    "train_with_plan": "kaggle_kit.training.distributed",
+    "checkpointer_for_rank": "kaggle_kit.training.distributed",
+    "seed_everything": "kaggle_kit.training.seeding",
+    "supervised_loss": "kaggle_kit.training.objectives",
+    "ScoreFunction": "kaggle_kit.training.objectives",
+    "plot_history": "kaggle_kit.training.history",
+    "FIGURE_FILE": "kaggle_kit.training.history",
 }
 
-__all__ = ["__version__", "env", *_EXPORTS]
+__all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "env":
-        return importlib.import_module("kaggle_kit.env")
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'kaggle_kit' has no attribute {name!r}")
-    # "module:attribute" exports a name under another one (load_checkpoint is kaggle_kit.checkpoint.load).
-    module, _, attribute = target.partition(":")
-    value = getattr(importlib.import_module(module), attribute or name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

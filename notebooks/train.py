@@ -47,16 +47,14 @@ _kit = next((p for p in _kit_candidates() if (p / "kaggle_kit" / "__init__.py").
 if _kit is not None and str(_kit) not in sys.path:
     sys.path.insert(0, str(_kit))
 
-from kaggle_kit import enable_autoreload
-from kaggle_kit.root import find_root
+from kaggle_kit import enable_autoreload, find_root
 
 root = find_root(_kit)
 enable_autoreload()
 print(f"project root: {root.path} ({root.reason})")
 
 # %% preflight: root, inputs, accelerator against the plan, internet, credentials, mirror, quota
-from kaggle_kit.guard.clock import SessionClock
-from kaggle_kit.guard.preflight import run_preflight
+from kaggle_kit import SessionClock, run_preflight
 
 preflight = run_preflight(plan=accelerator_plan, inputs=[competition], mirror_dataset=checkpoint_dataset)
 preflight.display()
@@ -76,8 +74,8 @@ train_cfg.validate()
 print(dataclasses.asdict(train_cfg))
 
 # %% data
+from kaggle_kit import env, find_input
 from kaggle_kit.cmfd.data import CMFDDataset, load_splits
-from kaggle_kit.env import find_input, working_dir
 
 competition_dir = find_input(competition, kind="competition")
 train_cases, val_cases = load_splits(competition_dir, cfg.data)
@@ -87,10 +85,10 @@ print(f"{competition_dir}: {len(train_cases)} training and {len(val_cases)} vali
 # %% model
 from functools import partial
 
+from kaggle_kit import ScoreFunction, seed_everything, supervised_loss
 from kaggle_kit.cmfd.inference import validation_score
 from kaggle_kit.cmfd.losses import CMFDLoss
 from kaggle_kit.cmfd.model import build_model
-from kaggle_kit.training import ScoreFunction, seed_everything, supervised_loss
 
 seed_everything(cfg.data.seed)
 model = build_model(cfg)
@@ -99,76 +97,37 @@ evaluate = ScoreFunction(validation_score, train_cfg.monitor, args=(val_cases, c
 print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 # %% restore: the newest checkpoint from this session, the attached inputs or the mirror dataset
-from kaggle_kit.training import checkpointer_for_rank
+from kaggle_kit import checkpointer_for_rank
 
-make_checkpointer = partial(checkpointer_for_rank, directory=working_dir() / "checkpoints", mirror=checkpoint_dataset,
-                            every_minutes=checkpoint_every_minutes, monitor=train_cfg.monitor,
-                            mode=train_cfg.monitor_mode, config=cfg)
+make_checkpointer = partial(checkpointer_for_rank, directory=env.working_dir() / "checkpoints",
+                            mirror=checkpoint_dataset, every_minutes=checkpoint_every_minutes,
+                            monitor=train_cfg.monitor, mode=train_cfg.monitor_mode, config=cfg)
 checkpointer = make_checkpointer(0)
 restored = checkpointer.restore(model=model)
 print("fresh start" if restored is None else f"resuming at step {restored.step} from {restored.source}")
 
 # %% budget: does the planned batch fit the device, and does the rest of the run fit the session and the quota?
-import copy
-import time
+from kaggle_kit import plan_budget
 
-import torch
-
-from kaggle_kit.guard.fit import check_fit
-from kaggle_kit.guard.memory import find_batch_size
-from kaggle_kit.guard.quota import current_quota
-
-device = torch.device("cuda:0" if plan.device_type == "cuda" else "cpu")
-probe = copy.deepcopy(model).to(device).train()  # trial steps must not touch the weights that train
-
-
-def make_step(batch_size):
-    samples = [train_set[i % len(train_set)] for i in range(batch_size)]
-    batch = [torch.stack([sample[k] for sample in samples]).to(device) for k in (0, 1)]
-
-    def step():
-        probe.zero_grad(set_to_none=True)
-        loss_fn(probe, batch).backward()
-
-    return step
-
-
-world = max(1, plan.world_size)
-with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's RNG stays as restored
-    if device.type == "cuda" or (preflight.accelerator.simulated and preflight.accelerator.count):
-        memory = find_batch_size(make_step, planned_batch=max(1, train_cfg.batch_size // world), device=device,
-                                 on_oom=on_memory_shortfall)
-        print(memory.describe())
-        if not memory.fits_planned and on_memory_shortfall == "accumulate":
-            train_cfg = dataclasses.replace(train_cfg, batch_size=memory.batch_size * world,
-                                            grad_accum_steps=train_cfg.grad_accum_steps * memory.accumulation_steps)
-            print(f"batch {train_cfg.batch_size} x {train_cfg.grad_accum_steps} accumulation steps: same global batch")
-    started = time.perf_counter()
-    evaluate(probe)
-    eval_s = time.perf_counter() - started
-    steps_per_epoch = max(1, len(train_set) // (train_cfg.batch_size * train_cfg.grad_accum_steps))
-    if train_cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, train_cfg.max_steps_per_epoch)
-    fit = check_fit(make_step(max(1, train_cfg.batch_size // world)), steps_per_epoch=steps_per_epoch,
-                    epochs=train_cfg.epochs - (restored.epoch if restored else 0), clock=clock,
-                    quota=current_quota(), accelerator=preflight.accelerator.kind, eval_s_per_epoch=eval_s)
-print(fit.describe())
-del probe
+budget = plan_budget(model, train_set, loss_fn, train_cfg, plan=plan, accelerator=preflight.accelerator,
+                     evaluate=evaluate, resume_from=restored, clock=clock, on_memory_shortfall=on_memory_shortfall)
+print(budget.describe())
+train_cfg = budget.config
 
 # %% train
-from kaggle_kit.training import train_with_plan
+from kaggle_kit import train_with_plan
 
 result = train_with_plan(
     plan, model=model, dataset=train_set, loss_fn=loss_fn, config=train_cfg, evaluate=evaluate,
-    checkpointer=make_checkpointer if plan.distributed else checkpointer, clock=clock, output_dir=working_dir(),
+    checkpointer=make_checkpointer if plan.distributed else checkpointer, clock=clock, output_dir=env.working_dir(),
     plot=False,
 )
 print(f"{result.status}: step {result.step}, {result.steps_this_session} steps this session, best {result.best}")
 
 # %% finalize: flush the mirror, plot
-from kaggle_kit.training import FIGURE_FILE, plot_history
+from kaggle_kit import FIGURE_FILE, plot_history
 
 if not plan.distributed and not checkpointer.flush(timeout=min(train_cfg.flush_timeout_s, clock.time_left())):
     print("WARNING: the mirror did not confirm the last checkpoint; this run's output still holds it")
 if result.history:
-    plot_history(result.history, working_dir() / FIGURE_FILE)
+    plot_history(result.history, env.working_dir() / FIGURE_FILE)

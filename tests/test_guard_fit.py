@@ -57,3 +57,13 @@ def test_quota_on_two_t4_burns_double():
 def test_bad_plan_is_config_error():
     with pytest.raises(ConfigError, match="epoch"):
         assess_fit(1.0, steps_per_epoch=0, epochs=1, clock=_clock(10))
+
+
+def test_resumed_epoch_counts_only_its_remaining_steps():
+    # 3 epochs left of 100 steps at 10 s, 40 steps of the first already done: 2600 s, of which 2400 fit 2 epochs.
+    verdict = assess_fit(10.0, steps_per_epoch=100, epochs=3, steps_done=40, clock=_clock(3000), upload_margin_s=600)
+    assert verdict.estimate_s == 2600 and not verdict.fits and verdict.epochs_that_fit == 2
+    with pytest.raises(ConfigError, match="steps_done"):
+        assess_fit(10.0, steps_per_epoch=100, epochs=3, steps_done=101, clock=_clock(3000))
+    with pytest.raises(ConfigError, match="steps_done"):
+        assess_fit(10.0, steps_per_epoch=100, epochs=0, steps_done=1, clock=_clock(3000))

@@ -166,7 +166,7 @@ def test_publish_push_and_run_both_notebooks_in_the_sandbox(tmp_path, sim_server
                                              seed=0, n_test=2)
     root = make_project(tmp_path / "proj", with_kit=True)
     first = publish_code(root)
-    assert first["created"] and "kaggle_kit/training.py" in first["files"]
+    assert first["created"] and "kaggle_kit/training/loop.py" in first["files"]
     assert publish_code(root, notes="second")["created"] is False
 
     options = RenderOptions(config="tiny", overrides=("train.epochs=1", "train.batch_size=4"), models=(),

@@ -223,3 +223,43 @@ def test_mixed_precision_on_cuda_trains_and_resumes(tmp_path, precision):
                     clock=StopAfter(None), progress=False)
     assert resumed.resumed_from_step == 3 and resumed.step == 10
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in resumed.history)
+
+
+def test_step_counts_are_the_loops(tmp_path):
+    from kaggle_kit.training import micro_batches_per_epoch, steps_per_epoch, total_steps
+
+    # 40 samples in batches of 4 are 10 micro-batches: 3 steps of accumulation 4 (the last one takes 2), not 40 // 16.
+    cfg = TrainConfig(epochs=2, batch_size=4, grad_accum_steps=4, precision="fp32")
+    assert (micro_batches_per_epoch(40, cfg), steps_per_epoch(40, cfg), total_steps(40, cfg)) == (10, 3, 6)
+    capped = TrainConfig(epochs=2, batch_size=4, grad_accum_steps=4, max_steps_per_epoch=2, precision="fp32")
+    assert (micro_batches_per_epoch(40, capped), steps_per_epoch(40, capped)) == (8, 2)
+    for config in (cfg, capped, TrainConfig(epochs=1, batch_size=6, grad_accum_steps=3, precision="fp32")):
+        result = train(make_model(), NoisyRegression(), mse, config, clock=StopAfter(None), output_dir=tmp_path,
+                       progress=False, plot=False)
+        progress = json.loads((tmp_path / PROGRESS_FILE).read_text())
+        assert result.step == progress["total_steps"] == total_steps(40, config)
+        assert progress["steps_per_epoch"] == steps_per_epoch(40, config)
+    with pytest.raises(ConfigError, match="does not divide among 3 DDP ranks"):
+        steps_per_epoch(40, cfg, world_size=3)
+    with pytest.raises(ConfigError, match="fewer than train.batch_size"):
+        steps_per_epoch(3, cfg)
+    with pytest.raises(ConfigError, match="train.grad_accum_steps"):
+        steps_per_epoch(40, TrainConfig(grad_accum_steps=0))
+
+
+def test_old_import_paths_and_lazy_exports():
+    import subprocess
+    import sys
+
+    import kaggle_kit.training as training
+
+    old_names = ["TrainConfig", "TrainResult", "train", "seed_everything", "plot_history", "make_optimizer",
+                 "make_scheduler", "train_on_ranks", "train_with_plan", "supervised_loss", "ScoreFunction",
+                 "checkpointer_for_rank", "epoch_order", "HISTORY_FILE", "PROGRESS_FILE", "FIGURE_FILE"]
+    assert set(old_names) <= set(training.__all__)
+    assert all(getattr(training, name) is not None for name in training.__all__)
+    # The config alone (what a workload's YAML schema needs) and the top-level package do not pull in torch.
+    code = ("import sys; import kaggle_kit; from kaggle_kit.training import TrainConfig, steps_per_epoch; "
+            "assert 'torch' not in sys.modules, 'torch imported'; from kaggle_kit import train, plan_budget; "
+            "assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

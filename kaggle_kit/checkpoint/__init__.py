@@ -12,8 +12,7 @@ The names are re-exported here lazily, so importing the package pulls in neither
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kaggle_kit.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "Checkpointer": "kaggle_kit.checkpoint.store",
@@ -31,15 +30,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaggle_kit.checkpoint' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -88,31 +88,37 @@ def time_step(step: Callable[[], object], *, warmup_steps: int = 2, timed_steps:
 def assess_fit(step_s: float, *, steps_per_epoch: int, epochs: int, clock: SessionClock,
                quota: QuotaStatus | None = None, accelerator: str = "none", eval_s_per_epoch: float = 0.0,
                upload_margin_s: float = DEFAULT_UPLOAD_MARGIN_S,
-               burn_rates: Mapping[str, float] | None = None) -> FitVerdict:
+               burn_rates: Mapping[str, float] | None = None, steps_done: int = 0) -> FitVerdict:
     """Compare the planned run with the budget.
 
     Args:
         step_s: Seconds per optimizer step.
         steps_per_epoch: Optimizer steps per epoch.
-        epochs: Epochs still to train.
+        epochs: Epochs still to train, counting the one in progress.
         clock: The session clock.
         quota: The GPU quota; None when unknown (only the session limit counts then).
         accelerator: The accelerator kind, for its burn rate (e.g. ``"T4x2"``).
         eval_s_per_epoch: Validation time per epoch.
         upload_margin_s: Kept free for the final checkpoint upload.
         burn_rates: Per-accelerator burn rates overriding the defaults.
+        steps_done: Steps of the epoch in progress already done (a resumed run); they are not timed again.
     """
     if steps_per_epoch < 1 or epochs < 0 or step_s < 0:
         raise ConfigError(f"cannot assess a plan of {epochs} epoch(s) x {steps_per_epoch} step(s) at {step_s} s/step")
+    if not 0 <= steps_done <= (steps_per_epoch if epochs else 0):
+        raise ConfigError(f"steps_done = {steps_done} must lie between 0 and the {steps_per_epoch} steps of the "
+                          f"epoch in progress ({epochs} epoch(s) left)")
     epoch_s = step_s * steps_per_epoch + eval_s_per_epoch
-    estimate = epoch_s * epochs
+    done_s = step_s * steps_done
+    estimate = epoch_s * epochs - done_s
     session_left = clock.time_left()
     quota_wall = quota.wall_seconds_left(accelerator, burn_rates) if quota is not None else None
     available, limited_by = session_left, "session"
     if quota_wall is not None and quota_wall < session_left:
         available, limited_by = quota_wall, "quota"
     budget = max(0.0, available - upload_margin_s)
-    fitting = epochs if epoch_s == 0 else min(epochs, math.floor(budget / epoch_s))
+    # The epoch in progress costs its remaining steps only: count it as if its done steps were budget.
+    fitting = epochs if epoch_s == 0 else min(epochs, math.floor((budget + done_s) / epoch_s))
     fits = estimate <= budget
     options: list[str] = []
     if not fits:
@@ -139,9 +145,14 @@ def assess_fit(step_s: float, *, steps_per_epoch: int, epochs: int, clock: Sessi
 def check_fit(step: Callable[[], object], *, steps_per_epoch: int, epochs: int, clock: SessionClock | None = None,
               quota: QuotaStatus | None = None, accelerator: str = "none", eval_s_per_epoch: float = 0.0,
               upload_margin_s: float = DEFAULT_UPLOAD_MARGIN_S, warmup_steps: int = 2, timed_steps: int = 3,
-              burn_rates: Mapping[str, float] | None = None) -> FitVerdict:
-    """Time ``step`` (one optimizer step of the real run) and assess the plan; see :func:`assess_fit`."""
-    step_s = time_step(step, warmup_steps=warmup_steps, timed_steps=timed_steps)
+              burn_rates: Mapping[str, float] | None = None, steps_done: int = 0,
+              timer: Callable[[], float] = time.perf_counter) -> FitVerdict:
+    """Time ``step`` (one optimizer step of the real run, every micro-batch of it) and assess the plan.
+
+    See :func:`assess_fit`; :func:`kaggle_kit.guard.budget.plan_budget` builds the step and counts the steps.
+    """
+    step_s = time_step(step, warmup_steps=warmup_steps, timed_steps=timed_steps, timer=timer)
     return assess_fit(step_s, steps_per_epoch=steps_per_epoch, epochs=epochs,
                       clock=clock or SessionClock.from_environment(), quota=quota, accelerator=accelerator,
-                      eval_s_per_epoch=eval_s_per_epoch, upload_margin_s=upload_margin_s, burn_rates=burn_rates)
+                      eval_s_per_epoch=eval_s_per_epoch, upload_margin_s=upload_margin_s, burn_rates=burn_rates,
+                      steps_done=steps_done)

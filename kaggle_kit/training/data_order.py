@@ -12,7 +12,6 @@ and loading in the main process leaves the model's random stream (dropout) untou
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,12 +21,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from kaggle_kit.guard.ddp import shard_indices
+from kaggle_kit.training.seeding import mix_seed, preserved_random_state
 
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers, stable across processes, machines and Python versions."""
-    digest = hashlib.blake2b(b",".join(str(int(p)).encode() for p in parts), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+__all__ = ["epoch_order", "ResumableBatchSampler", "SeededView"]
 
 
 def epoch_order(num_samples: int, *, seed: int, epoch: int) -> list[int]:
@@ -86,15 +82,8 @@ class SeededView(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        torch_state = torch.get_rng_state()
-        py_state = random.getstate()
-        np_state = np.random.get_state()
-        try:
+        with preserved_random_state():
             torch.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed % 2**32)
             return self.dataset[index]
-        finally:
-            torch.set_rng_state(torch_state)
-            random.setstate(py_state)
-            np.random.set_state(np_state)
