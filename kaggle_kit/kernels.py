@@ -10,8 +10,9 @@ from typing import Any, Sequence
 from kaggle_kit.errors import KaggleApiError, MetadataError
 from kaggle_kit.kaggle_api import describe_http_error, make_api, reply_problems
 from kaggle_kit.metadata_files import KERNEL_METADATA
+from kaggle_kit.session_outcome import COMPLETE, SessionOutcome, classify
 
-__all__ = ["PushResult", "kernel_output", "kernel_status", "push_folder"]
+__all__ = ["PushResult", "kernel_outcome", "kernel_output", "kernel_status", "push_folder"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,20 @@ class PushResult:
                   "fail), fix the declaration, and push again") if running else "fix the declaration and push again"
         return (f"pushed {self.ref} with problems: version {self.version} was created and {state}, but the server "
                 f"reported {reported}. {advice[0].upper()}{advice[1:]}. {self.url or ''}").rstrip()
+
+
+def _refused(exc: BaseException, what: str, ref: str) -> KaggleApiError:
+    """The kit's error for a failed kernel call; a 401/403 means the kernel is not found or not the caller's."""
+    cause: BaseException | None = exc
+    status = None
+    while cause is not None and status is None:
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        cause = cause.__cause__ or cause.__context__
+    if status in (401, 403) or "Permission 'kernels.get' was denied" in str(exc):
+        return KaggleApiError(f"{what} of {ref} failed: kernel {ref} not found or not yours (Kaggle answers both "
+                              "with \"Permission 'kernels.get' was denied\"): check the id in kernel-metadata.json "
+                              "and the credentials' user")
+    return KaggleApiError(f"{what} of {ref} failed: {describe_http_error(exc)}")
 
 
 def push_folder(
@@ -101,21 +116,66 @@ def push_folder(
                       problems=problems, status=status, tolerated_invalid=tolerated_invalid)
 
 
-def kernel_status(ref: str, *, api: Any = None) -> dict[str, Any]:
-    """The latest run's status of a kernel: ``{"ref", "status", "failure_message"}``.
+def kernel_status(ref: str, *, api: Any = None, time_limit_s: float | None = None,
+                  elapsed_s: float | None = None) -> dict[str, Any]:
+    """The latest run's status of a kernel: ``{"ref", "status", "failure_message", "outcome"}``.
+
+    ``outcome`` is the :class:`~kaggle_kit.session_outcome.SessionOutcome` (see :func:`kernel_outcome`, whose
+    arguments the last two are).
 
     Raises:
-        KaggleApiError: the server refused the call (a wrong slug, a private kernel of someone else).
+        KaggleApiError: the server refused the call; "not found or not yours" for a wrong slug or someone else's
+            private kernel.
+    """
+    api = api or make_api()
+    outcome = kernel_outcome(ref, api=api, time_limit_s=time_limit_s, elapsed_s=elapsed_s)
+    return {"ref": ref, "status": outcome.status or None, "failure_message": outcome.failure_message or None,
+            "outcome": outcome}
+
+
+def kernel_outcome(ref: str, *, api: Any = None, time_limit_s: float | None = None,
+                   elapsed_s: float | None = None) -> SessionOutcome:
+    """How the latest run of a kernel ended, classified from its status and, once it has ended other than
+    COMPLETE, its log and output file names (listed, not downloaded).
+
+    Args:
+        ref: ``owner/slug`` (or ``owner/slug/N`` for a version).
+        time_limit_s: the session limit the run was pushed with, when known (tells a stop at the limit apart).
+        elapsed_s: how long the run took, as the caller measured it, when known.
+
+    Raises:
+        KaggleApiError: the server refused the call; "not found or not yours" for a wrong slug or someone else's
+            private kernel.
     """
     api = api or make_api()
     try:
         response = api.kernels_status(ref)
     except Exception as exc:  # noqa: BLE001 - requests' HTTPError and the client's ValueError
-        raise KaggleApiError(f"status of {ref} failed: {describe_http_error(exc)}") from exc
-    status = getattr(response, "status", None)
-    name = getattr(status, "name", status)
-    return {"ref": ref, "status": str(name).removeprefix("KERNEL_WORKER_STATUS_") if name is not None else None,
-            "failure_message": getattr(response, "failure_message", None) or None}
+        raise _refused(exc, "status", ref) from exc
+    outcome = classify(response, time_limit_s=time_limit_s, elapsed_s=elapsed_s)
+    if not outcome.terminal or outcome.kind == COMPLETE:
+        return outcome
+    log, files = _session_evidence(api, ref)
+    return classify(response, log, files, time_limit_s=time_limit_s, elapsed_s=elapsed_s)
+
+
+def _session_evidence(api: Any, ref: str) -> tuple[str, list[str]]:
+    """A finished session's log and output file names, from one page of ``ListKernelSessionOutput``."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+    owner, slug, version = api.parse_kernel_string(ref)
+    request = ApiListKernelSessionOutputRequest()
+    request.user_name, request.kernel_slug = owner, slug
+    if version:
+        request.version_label = f"v{version}"
+    request.page_size = 100
+    try:
+        with api.build_kaggle_client() as kaggle:
+            response = kaggle.kernels.kernels_api_client.list_kernel_session_output(request)
+    except Exception as exc:  # noqa: BLE001 - requests' HTTPError and the client's ValueError
+        raise _refused(exc, "output listing", ref) from exc
+    files = [str(f.file_name) for f in (getattr(response, "files", None) or []) if getattr(f, "file_name", None)]
+    return str(getattr(response, "log", None) or ""), files
 
 
 def kernel_output(ref: str, dest: str | os.PathLike[str], *, api: Any = None) -> list[Path]:
@@ -129,5 +189,5 @@ def kernel_output(ref: str, dest: str | os.PathLike[str], *, api: Any = None) ->
     try:
         files, _ = api.kernels_output(ref, str(dest), force=True, quiet=True)
     except Exception as exc:  # noqa: BLE001 - requests' HTTPError and the client's ValueError
-        raise KaggleApiError(f"output of {ref} failed: {describe_http_error(exc)}") from exc
+        raise _refused(exc, "output", ref) from exc
     return [Path(f) for f in files]

@@ -39,12 +39,12 @@ from kaggle_kit.kaggle_platform import shape_for
 from kaggle_kit.mirror.ledger import LEDGER_FILE
 from kaggle_kit.project import REHEARSAL_DIR, NotebookSpec, Project, RehearseSpec, import_object, load_project
 from kaggle_kit.root import KIT_ORIGIN_PREFIX
+from kaggle_kit.session_outcome import KILLED
 
 __all__ = ["RehearsalHooks", "RehearsalOptions", "RehearsalReport", "SessionRow", "format_report", "kit_origin_in",
            "load_hooks", "rehearse"]
 
 DEFAULT_WORKDIR = REHEARSAL_DIR
-_TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
 # The simulated accelerators a rehearsal offers, each with the machine shape that gives it.
 ACCELERATOR_SHAPES = {name: shape_for(name) for name in ("none", "T4x2", "L4")}
 # The caller's variables that would point the rehearsal's clients (or its sessions) elsewhere: set aside while it runs.
@@ -229,13 +229,14 @@ def _client_sandboxed(workdir: Path) -> Iterator[None]:
         restore_default_endpoints()
 
 
-def _wait(api: Any, ref: str, *, timeout_s: float) -> dict[str, Any]:
+def _wait(api: Any, ref: str, *, timeout_s: float, time_limit_s: float | None = None) -> dict[str, Any]:
     from kaggle_kit.kernels import kernel_status
 
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
-        status = kernel_status(ref, api=api)
-        if status["status"] in _TERMINAL:
+        status = kernel_status(ref, api=api, time_limit_s=time_limit_s, elapsed_s=time.monotonic() - started)
+        if status["outcome"].terminal:
             return status
         if time.monotonic() > deadline:
             raise KaggleKitError(f"{ref} did not finish within {timeout_s:.0f} s (last status {status['status']})")
@@ -514,7 +515,7 @@ class _Rehearsal:
         def run_one(index: int, limit: float, resume: bool) -> SessionRow:
             started = time.monotonic()
             ref = self._push(self.train_nb, timeout_s=limit, attach_training_output=resume)
-            status = _wait(self.api, ref, timeout_s=limit + 120.0)
+            status = _wait(self.api, ref, timeout_s=limit + 120.0, time_limit_s=limit)
             out = self.workdir / "outputs" / f"train-{index}"
             kernel_output(ref, out, api=self.api)
             self._note_kit_origin(out)
@@ -630,10 +631,9 @@ class _Rehearsal:
 
         progress = next((p for p in [out / PROGRESS_FILE, *out.rglob(PROGRESS_FILE)] if p.is_file()), None)
         data = _read_json(progress) if progress else None
-        state = str(status.get("status"))
-        failure = str(status.get("failure_message") or "")
-        killed = state == "ERROR" and ("time limit" in failure or "quota" in failure)
-        row = SessionRow(name=name, status="KILLED" if killed else state, wall_s=wall, note=failure or "finished")
+        outcome = status["outcome"]
+        row = SessionRow(name=name, status="KILLED" if outcome.kind == KILLED else outcome.status, wall_s=wall,
+                         note=outcome.reason)
         if data:
             row.step_end = data.get("step")
             row.steps = data.get("steps_this_session")

@@ -4,6 +4,8 @@
   Kaggle credentials, endpoints or notebook variables inherited from the machine. Yields the isolated HOME.
 * ``sim_server``: a running ``SimServer`` (user ``alice``, a 32-hex key, a sandbox when
   ``kaggle_kit.sim.sandbox`` is importable), shared by the tests of one module (use distinct slugs per test).
+  Kaggle's limits, except that a single-file download over 1 KiB arrives zipped, so the kit's checkpoint downloads
+  take that path; a test that needs other settings uses ``with sim_server.configured(name=value):``.
   Exports KAGGLE_USERNAME/KAGGLE_KEY and KAGGLE_KIT_API_ENDPOINT, points in-process clients at it, and clears
   armed faults after each test. ``sim_server.client_env()`` adds what a CLI subprocess needs
   (KAGGLE_API_ENVIRONMENT=LOCALHOST, HTTP_PROXY, no NO_PROXY); HTTP_PROXY is never set in this process.
@@ -84,11 +86,12 @@ def _make_sandbox(workdir: Path) -> object | None:
 
 @pytest.fixture(scope="module")
 def _sim_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from kaggle_kit.sim.server import SimServer
+    from kaggle_kit.sim.server import SimServer, SimSettings
 
     root = tmp_path_factory.mktemp("sim")
     server = SimServer(root / "state", username=SIM_USER, key=secrets.token_hex(16), processing_seconds=0.0,
-                       sandbox=_make_sandbox(root / "sandbox"), competitions_dir=root / "competitions")
+                       sandbox=_make_sandbox(root / "sandbox"), competitions_dir=root / "competitions",
+                       settings=SimSettings(zip_single_files_over_bytes=1024))
     (root / "competitions").mkdir()
     with server:
         yield server

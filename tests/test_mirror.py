@@ -189,6 +189,58 @@ def test_api_faults_are_retried_and_the_mirror_catches_up(
     assert mirror.confirmed().latest_step == 2 and "step-0000000002.pt" in _files(handle)
 
 
+def _until(condition: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("mode", "retry_after"),
+    [("a Retry-After that lies by an hour", 3600), ("a Retry-After that lies by a little", 1),
+     ("no Retry-After at all", "none")],
+)
+def test_persistent_429s_leave_training_alone_and_the_mirror_catches_up(
+    mode: str, retry_after: object, sim_server: object, kaggle_root: Path
+) -> None:
+    handle = "alice/rate-limited-" + re.sub(r"[^a-z]+", "-", mode)[:30].strip("-")
+    mirror = _mirror(handle, max_attempts=200)
+    ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror)
+    model = _model()
+    ck.save(step=1, model=model)
+    assert ck.flush(timeout=60)
+    log = sim_server.request_log  # type: ignore[attr-defined]
+    seen = len(log)
+    # Kaggle's rate limit, persisting whatever the Retry-After promised, until the test lifts it.
+    sim_server.inject_fault("429", match="GetDataset", retry_after=retry_after, for_s=3600)  # type: ignore[attr-defined]
+    ck.save(step=2, model=model)
+    assert sim_server.pending_faults, "save waited for the network"  # type: ignore[attr-defined]
+    _until(lambda: sum(1 for _, path, code in list(log)[seen:] if code == 429) >= 3, f"three 429s ({mode})")
+    sim_server.clear_faults()  # type: ignore[attr-defined]
+    assert ck.flush(timeout=60), mirror.status()
+    assert mirror.confirmed().latest_step == 2 and "step-0000000002.pt" in _files(handle)
+
+
+@pytest.mark.parametrize("refusal", [409, 404])
+def test_a_new_version_refused_while_it_processes_is_waited_out_by_status(
+    refusal: int, sim_server: object, kaggle_root: Path
+) -> None:
+    handle = f"alice/processing-window-{refusal}"
+    log = sim_server.request_log  # type: ignore[attr-defined]
+    seen = len(log)
+    # The files of a new version are refused for a while after it is READY (users report 404 for seconds).
+    with sim_server.configured(files_delay_s=1.0, files_refusal_status=refusal):  # type: ignore[attr-defined]
+        mirror = _mirror(handle)
+        ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror)
+        ck.save(step=1, model=_model())
+        assert ck.flush(timeout=60), mirror.status()
+    refused = [code for _, path, code in list(log)[seen:] if path.endswith("/ListDatasetFiles")]
+    assert refusal in refused, "the stand-in never refused the listing: the test did not exercise the wait"
+    assert mirror.confirmed().latest_step == 1 and mirror.status()["last_error"] is None
+
+
 def test_403_while_the_previous_version_processes_is_waited_out(
     kaggle_isolation: Path, kaggle_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ notebook in a sandboxed session (:class:`kaggle_kit.sim.sandbox.Sandbox`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kaggle_kit import envvars
-from kaggle_kit.errors import SandboxError
+from kaggle_kit.errors import ConfigError, SandboxError
 from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, WEEKLY_GPU_QUOTA_S
-from kaggle_kit.sim.faults import FAULT_KINDS, parse_fault_spec
+from kaggle_kit.sim.faults import FAULT_KINDS, NO_RETRY_AFTER, parse_fault_spec
 from kaggle_kit.sim.sandbox import INPUT_LAYOUTS, RUN_TYPES, InputMount, Sandbox, SessionSpec
 from kaggle_kit.sim.server import SimServer
+from kaggle_kit.sim.settings import SimSettings
 
 
 class Subparsers(Protocol):
@@ -75,15 +77,38 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_layout_argument(parser)
     parser.add_argument("--fault", action="append", default=[], metavar="KIND[,count=N][,match=TEXT][,...]",
                         help=f"arm a fault at start: KIND in {', '.join(FAULT_KINDS)}; options count=N, match=TEXT "
-                             "(substring of the path), retry_after=S, delay=S; repeatable")
+                             f"(substring of the path), retry_after=S (or {NO_RETRY_AFTER}: no header), delay=S, "
+                             "for_s=S (persist S seconds once fired); repeatable")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a limit of the stand-in (Kaggle's values by default), e.g. max_gpu_sessions=4, "
+                             "files_delay_s=5, files_refusal_status=404; repeatable")
     parser.add_argument("--quiet", action="store_true", help="do not log requests to stderr")
+
+
+def settings_from_args(items: list[str]) -> SimSettings:
+    """The :class:`SimSettings` that ``--setting NAME=VALUE`` flags ask for (numbers as the field's type)."""
+    fields = {f.name: f.type for f in dataclasses.fields(SimSettings)}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ConfigError(f"--setting {item!r}: write NAME=VALUE with NAME one of {', '.join(fields)}")
+        try:
+            changes[name] = int(value) if fields[name] in ("int", int) else float(value)
+        except ValueError:
+            raise ConfigError(f"--setting {item!r}: {name} needs a number") from None
+    return SimSettings().replaced(**changes)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     """``kaggle-kit sim serve``: print the URL first, then serve until SIGINT or SIGTERM."""
     faults = [parse_fault_spec(spec) for spec in args.fault]
+    settings = settings_from_args(args.setting)
     state = args.state or default_state_dir()
     user = args.user or os.environ.get(envvars.USERNAME) or "sim-user"
+    # A key from this shell's environment is a secret of the user's: it is used, never printed.
+    key_from_env = not args.key and bool(os.environ.get(envvars.KEY))
     key = args.key or os.environ.get(envvars.KEY) or secrets.token_hex(16)
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
@@ -92,19 +117,23 @@ def serve_command(args: argparse.Namespace) -> int:
                        processing_seconds=args.processing_seconds, sandbox=sandbox,
                        competitions_dir=args.competitions, models_dir=args.models,
                        gpu_quota_s=args.gpu_quota_hours * 3600, clock_scale=args.clock_scale,
-                       input_layout=args.input_layout)
+                       input_layout=args.input_layout, settings=settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         for fault in faults:
-            server.inject_fault(fault.kind, count=fault.count, match=fault.match, retry_after=fault.retry_after,
-                                delay=fault.delay)
+            server.faults.add(fault)
         print(server.url, flush=True)
         print(f"# offline Kaggle for user {user}, state in {Path(state).resolve()}", flush=True)
         print("# point the kaggle CLI (in another shell) at it with:", flush=True)
-        for name, value in ((envvars.API_ENVIRONMENT, "LOCALHOST"), ("HTTP_PROXY", server.url),
-                            (envvars.USERNAME, user), (envvars.KEY, key), (envvars.KIT_API_ENDPOINT, server.url)):
+        exports = [(envvars.API_ENVIRONMENT, "LOCALHOST"), ("HTTP_PROXY", server.url), (envvars.USERNAME, user),
+                   (envvars.KEY, key), (envvars.KIT_API_ENDPOINT, server.url)]
+        for name, value in exports:
+            if name == envvars.KEY and key_from_env:
+                print(f"# {envvars.KEY}: the server uses the key in this shell's ${envvars.KEY} (not printed); set "
+                      f"the same value there, or restart with --key", flush=True)
+                continue
             print(f"export {name}={value}", flush=True)
         print("unset NO_PROXY no_proxy", flush=True)
         while not stop.wait(0.5):

@@ -181,6 +181,7 @@ class Uploader(ApiClient):
                     raise MirrorError(f"creating dataset {self.handle} was refused: {error}")
                 else:
                     self._exists = self._dataset_run_checked = True
+                    self.note_created()
             if previous:
                 notes = _version_notes(latest)
                 response = self.call(
@@ -193,6 +194,7 @@ class Uploader(ApiClient):
                 error = getattr(response, "error", None)
                 if error:
                     raise MirrorError(f"the new version of {self.handle} was refused: {error}")
+                self.note_created()
             version = self._verify(api, previous, sent)
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -9,6 +9,7 @@ from kaggle_kit.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "SimServer": "kaggle_kit.sim.server",
+    "SimSettings": "kaggle_kit.sim.settings",
     "FAULT_KINDS": "kaggle_kit.sim.faults",
     "Sandbox": "kaggle_kit.sim.sandbox",
     "SessionSpec": "kaggle_kit.sim.sandbox",
