@@ -159,10 +159,12 @@ def test_the_notebooks_find_the_kit_only_in_the_attached_code_dataset(tmp_path, 
     report = "import json, kaggle_kit\nprint(json.dumps([kaggle_kit.__file__, str(root.path)]))"
     infer_bootstrap = "\n".join([infer.cells[1].source, params, infer.cells[2].source, report])
     cells = [train.cells[1].source, params, train.cells[2].source,
-             # The inference notebook's bootstrap in a fresh interpreter of the same session.
+             # The inference notebook's bootstrap in a fresh IPython of the same session.
              "import json, subprocess, kaggle_kit\n"
-             "infer = subprocess.run([sys.executable, '-c', os.environ['INFER_BOOTSTRAP']], capture_output=True,\n"
-             "                       text=True, check=True).stdout.splitlines()[-1]\n"
+             "run = subprocess.run([sys.executable, '-m', 'IPython', '--quick', '-c', os.environ['INFER_BOOTSTRAP']],\n"
+             "                     capture_output=True, text=True)\n"
+             "assert run.returncode == 0, run.stderr[-3000:]\n"
+             "infer = run.stdout.splitlines()[-1]\n"
              "json.dump({'train': [kaggle_kit.__file__, str(root.path)], 'infer': json.loads(infer),\n"
              "           'inputs': sorted(os.listdir('/kaggle/input'))}, open('/kaggle/working/facts.json', 'w'))"]
     nb = nbformat.v4.new_notebook()
