@@ -181,7 +181,7 @@ def bench(args: argparse.Namespace) -> dict:
 
             big = _Loop(args.big_width, args.big_depth, 8)
             big.step()
-            big_ck = Checkpointer(tmp / "big", keep=1)
+            big_ck = Checkpointer(tmp / "big", keep=1, run_name="bench")
             timings = []
             for _ in range(args.save_repeats):
                 start = time.perf_counter()
@@ -195,7 +195,8 @@ def bench(args: argparse.Namespace) -> dict:
             attached = root / "input" / "datasets" / "alice" / "bench-checkpoints"
             shutil.copytree(tmp / "big", attached)
             fresh = _Loop(args.big_width, args.big_depth, 8)
-            fresh_ck = Checkpointer(root / "working" / "resume", keep=1)
+            fresh_ck = Checkpointer(root / "working" / "resume", keep=1, run_name="bench",
+                                    resume_inputs=["alice/bench-checkpoints"])
             start = time.perf_counter()
             restored = fresh_ck.restore(model=fresh.model, optimizer=fresh.opt, search_mirror=False)
             fresh.step()

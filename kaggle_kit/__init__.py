@@ -6,12 +6,12 @@ Kaggle client until a name that needs them is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kaggle_kit.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "env": "kaggle_kit.env:",
     "find_root": "kaggle_kit.root",
     "ProjectRoot": "kaggle_kit.root",
     "load_config": "kaggle_kit.config",
@@ -24,6 +24,7 @@ _EXPORTS = {
     "enable_autoreload": "kaggle_kit.hotreload",
     "Checkpointer": "kaggle_kit.checkpoint",
     "load_checkpoint": "kaggle_kit.checkpoint:load",
+    "run_id_for": "kaggle_kit.checkpoint",
     "DatasetMirror": "kaggle_kit.mirror",
     "SessionClock": "kaggle_kit.guard.clock",
     "detect_accelerator": "kaggle_kit.guard.accelerator",
@@ -45,21 +46,6 @@ _EXPORTS = {
     "FIGURE_FILE": "kaggle_kit.training.history",
 }
 
-__all__ = ["__version__", "env", *_EXPORTS]
+__all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "env":
-        return importlib.import_module("kaggle_kit.env")
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'kaggle_kit' has no attribute {name!r}")
-    # "module:attribute" exports a name under another one (load_checkpoint is kaggle_kit.checkpoint.load).
-    module, _, attribute = target.partition(":")
-    value = getattr(importlib.import_module(module), attribute or name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

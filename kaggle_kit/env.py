@@ -22,8 +22,10 @@ from kaggle_kit.errors import InputNotFoundError
 KAGGLE_ROOT_ENV = envvars.KIT_KAGGLE_ROOT
 RUN_TYPE_ENV = envvars.KERNEL_RUN_TYPE
 KINDS = ("competition", "dataset", "model", "notebook")
+LAYOUTS = ("current", "legacy")
 _KIND_FOLDERS = {"competition": "competitions", "dataset": "datasets", "model": "models", "notebook": "notebooks"}
 _LAYOUT_FOLDERS = frozenset(_KIND_FOLDERS.values())
+_HANDLE_PARTS = {"competition": 1, "dataset": 2, "model": 5, "notebook": 2}
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,33 @@ def in_kaggle() -> bool:
 
 def is_batch() -> bool:
     return run_type() == "Batch"
+
+
+def mount_target(kind: str, handle: str, layout: str) -> str:
+    """Where Kaggle mounts an input under ``/kaggle/input`` with the given layout (a relative path).
+
+    Args:
+        kind: one of :data:`KINDS`.
+        handle: ``slug`` (competition), ``owner/slug`` (dataset, notebook), ``owner/model/framework/variation/N``
+            (model).
+        layout: ``"current"`` (``datasets/<owner>/<slug>``, ...) or ``"legacy"`` (``<slug>``; a model's
+            ``<model>/<framework>/<variation>/<N>``).
+
+    Raises:
+        ValueError: an unknown kind or layout, or a handle with the wrong number of parts.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown input kind {kind!r}: use one of {', '.join(KINDS)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown input layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    parts = handle.split("/")
+    if len(parts) != _HANDLE_PARTS[kind] or not all(parts) or any(p in (".", "..") for p in parts):
+        shapes = {"competition": "slug", "dataset": "owner/slug", "notebook": "owner/slug",
+                  "model": "owner/model/framework/variation/N"}
+        raise ValueError(f"{kind} handle {handle!r} is not {shapes[kind]}")
+    if layout == "current":
+        return "/".join((_KIND_FOLDERS[kind], *parts))
+    return "/".join(parts[1:] if kind in ("dataset", "notebook", "model") else parts)
 
 
 def _subdirs(path: Path) -> list[Path]:

@@ -25,6 +25,7 @@ API_ENVIRONMENT = "KAGGLE_API_ENVIRONMENT"  # LOCALHOST points the client at htt
 
 # The kit's own.
 KIT_ROOT = "KAGGLE_KIT_ROOT"  # overrides find_root
+KIT_PROJECT = "KAGGLE_KIT_PROJECT"  # the project find_root looks for (set by a rendered notebook's bootstrap)
 KIT_KAGGLE_ROOT = "KAGGLE_KIT_KAGGLE_ROOT"  # moves the whole /kaggle tree (tests, the sandbox's fallback)
 KIT_API_ENDPOINT = "KAGGLE_KIT_API_ENDPOINT"  # points the kit's in-process client at a stand-in
 KIT_SESSION_START = "KAGGLE_KIT_SESSION_START"  # inherited by DDP ranks: count from the kernel's start

@@ -47,6 +47,10 @@ class MetadataError(KaggleKitError):
     """kernel-metadata.json or dataset-metadata.json is invalid."""
 
 
+class DeclarationError(MetadataError):
+    """The project declaration (``[tool.kaggle-kit]`` or ``kaggle-kit.toml``) is missing or malformed."""
+
+
 class SandboxError(KaggleKitError):
     """The offline session sandbox could not run a notebook."""
 

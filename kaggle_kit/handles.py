@@ -14,12 +14,18 @@ Accepted forms:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kaggle_kit.errors import HandleError
 
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
 __all__ = [
+    "OwnerSlugHandle",
     "DatasetHandle",
     "KernelHandle",
     "ModelHandle",
@@ -86,8 +92,8 @@ def _parts(text: object, what: str, form: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class DatasetHandle:
-    """``owner/slug`` of a dataset, with an optional version number."""
+class OwnerSlugHandle:
+    """``owner/slug`` with an optional version number: the shape of dataset and notebook handles."""
 
     owner: str
     slug: str
@@ -103,34 +109,19 @@ class DatasetHandle:
         """The form the ``kaggle`` CLI and kernel metadata take: ``owner/slug[/N]``."""
         return self.ref if self.version is None else f"{self.ref}/{self.version}"
 
-    def with_version(self, version: int | None) -> DatasetHandle:
-        return DatasetHandle(self.owner, self.slug, version)
+    def with_version(self, version: int | None) -> Self:
+        return dataclasses.replace(self, version=version)
 
     def __str__(self) -> str:
         return self.cli_ref
 
 
-@dataclass(frozen=True)
-class KernelHandle:
-    """``owner/slug`` of a notebook (kernel), with an optional version number."""
+class DatasetHandle(OwnerSlugHandle):
+    """A dataset: ``owner/slug[/N]``."""
 
-    owner: str
-    slug: str
-    version: int | None = None
 
-    @property
-    def ref(self) -> str:
-        return f"{self.owner}/{self.slug}"
-
-    @property
-    def cli_ref(self) -> str:
-        return self.ref if self.version is None else f"{self.ref}/{self.version}"
-
-    def with_version(self, version: int | None) -> KernelHandle:
-        return KernelHandle(self.owner, self.slug, version)
-
-    def __str__(self) -> str:
-        return self.cli_ref
+class KernelHandle(OwnerSlugHandle):
+    """A notebook (kernel): ``owner/slug[/N]``."""
 
 
 @dataclass(frozen=True)

@@ -226,16 +226,9 @@ def describe_http_error(exc: BaseException) -> str:
     return str(exc)
 
 
-def check_reply(response: Any, what: str, *, tolerated: Sequence[str] = ()) -> None:
-    """Raise when a reply reports a server-side error (the official CLI would still exit 0).
-
-    ``tolerated`` sources may be reported invalid without failing (a mirror dataset the first run creates).
-
-    Raises:
-        KaggleApiError: naming ``what`` and every problem the reply reports.
-    """
-    if response is None:
-        raise KaggleApiError(f"{what}: the server sent no reply")
+def reply_problems(response: Any, *, tolerated: Sequence[str] = ()) -> list[str]:
+    """What a reply reports as wrong (an error field, a status other than ok, invalid tags or sources), each as
+    ``"name: value"``; ``tolerated`` sources do not count (a mirror dataset the first run creates)."""
     error = getattr(response, "error", None)
     status = getattr(response, "status", None)
     problems = [f"error: {error}"] if error else []
@@ -246,5 +239,19 @@ def check_reply(response: Any, what: str, *, tolerated: Sequence[str] = ()) -> N
         bad = [b for b in getattr(response, name, None) or [] if b not in tolerated]
         if bad:
             problems.append(f"{name.replace('_', ' ')}: {', '.join(map(str, bad))}")
+    return problems
+
+
+def check_reply(response: Any, what: str, *, tolerated: Sequence[str] = ()) -> None:
+    """Raise when a reply reports a server-side error (the official CLI would still exit 0).
+
+    ``tolerated`` sources may be reported invalid without failing (a mirror dataset the first run creates).
+
+    Raises:
+        KaggleApiError: naming ``what`` and every problem the reply reports.
+    """
+    if response is None:
+        raise KaggleApiError(f"{what}: the server sent no reply")
+    problems = reply_problems(response, tolerated=tolerated)
     if problems:
         raise KaggleApiError(f"{what} failed on the server: " + "; ".join(problems))

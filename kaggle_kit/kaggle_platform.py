@@ -3,7 +3,8 @@
 Every fact here is a setting, not a law: Kaggle changes them without notice. Sources: the official client's source
 (``kaggle/api/kaggle_api_extended.py``: the retired-shape table, the documented shapes), Kaggle's documentation
 (session limits, the working folder's size, the weekly quotas) and users' reports where Kaggle documents nothing (the
-two-T4 burn rate). The offline Kaggle simulates these same values, so a rehearsal and the guard never disagree.
+two-T4 burn rate), each cited where it is set. The offline Kaggle simulates these same values, so a rehearsal and the
+guard never disagree.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ __all__ = [
     "DEFAULT_BURN_RATES",
     "DEFAULT_BURN_RATE",
     "WORKING_DIR_LIMIT_BYTES",
+    "MAX_DATASET_VERSION_FILES",
+    "MAX_CONCURRENT_GPU_SESSIONS",
     "resolve_shape",
     "machine_for",
     "shape_for",
     "burn_rate",
+    "tpu_burn_rate",
     "is_tpu",
 ]
 
@@ -83,6 +87,12 @@ DEFAULT_BURN_RATES: dict[str, float] = {"none": 0.0, "T4x2": 2.0}
 DEFAULT_BURN_RATE = 1.0
 # /kaggle/working is capped at 20 GB (Kaggle's documentation of the output folder).
 WORKING_DIR_LIMIT_BYTES = 20 * 10**9
+# Files in one dataset version: "Dataset version creation error: The file count exceeds the maximum of 1000", as
+# users report it (github.com/whirlwide/candlestick_retriever/issues/15).
+MAX_DATASET_VERSION_FILES = 1000
+# Batch GPU sessions running or queued at once: a push beyond them fails with "Maximum batch GPU session count of 2
+# reached." (github.com/adapter-hub/playground/pull/4, 2022; it was 4 in 2019, github.com/Kaggle/kaggle-cli/issues/185).
+MAX_CONCURRENT_GPU_SESSIONS = 2
 
 
 def is_tpu(accelerator: str) -> bool:
@@ -140,8 +150,14 @@ def shape_for(accelerator: str) -> str | None:
     raise ValueError(f"no Kaggle machine shape gives accelerator {accelerator!r}; known: none, {', '.join(known)}")
 
 
+def tpu_burn_rate(accelerator: str) -> float:
+    """TPU quota seconds charged per wall second on ``accelerator``: 1 on a TPU, else 0."""
+    return 1.0 if is_tpu(accelerator) else 0.0
+
+
 def burn_rate(accelerator: str, overrides: dict[str, float] | None = None) -> float:
-    """GPU quota seconds charged per wall second on ``accelerator``; TPUs bill their own quota (0 here)."""
+    """GPU quota seconds charged per wall second on ``accelerator``; TPUs bill their own quota (see
+    :func:`tpu_burn_rate`), so 0 here."""
     rates = {**DEFAULT_BURN_RATES, **(overrides or {})}
     if accelerator in rates:
         return float(rates[accelerator])

@@ -1,14 +1,24 @@
-"""Notebooks as source: render them with parameters into pushable kernel folders, and push them.
+"""Notebooks as source: render a declared notebook with parameters into a pushable kernel folder, and push it.
 
-``notebooks/<kernel>.py`` (jupytext py:percent) holds a cell tagged ``parameters``. :func:`render` writes
-``notebooks/build/<kernel>/<kernel>.ipynb`` with an ``injected-parameters`` cell right after it (papermill's
-convention) and a ``kernel-metadata.json`` beside it, so ``kaggle kernels push -p notebooks/build/<kernel>`` works,
-and so does ``kaggle kernels push -p .`` from the root when the root ``kernel-metadata.json`` (the user's training
-kernel) names ``notebooks/build/train/train.ipynb`` as its ``code_file``. :func:`push` renders, lints and pushes one
-kernel.
+Each notebook is declared in the project (see :mod:`kaggle_kit.project`) with its jupytext py:percent source, which
+holds a cell tagged ``parameters``. :func:`render` writes ``notebooks/build/<name>/<name>.ipynb`` with an
+``injected-parameters`` cell right after it (papermill's convention) and a ``kernel-metadata.json`` beside it, so
+``kaggle kernels push -p notebooks/build/<name>`` works. :func:`push` renders, lints and pushes one notebook.
 
-Kernels: ``train`` (GPU and internet on; the code dataset and the checkpoint dataset attached) and ``infer``
-(internet off as the competition requires; the code dataset, the checkpoint dataset and the model attached).
+What is injected, and only into names the parameters cell assigns (a name it does not assign is left out; a value the
+caller asked for explicitly, such as ``--param`` or ``--set``, is an error instead of being lost):
+
+- ``project``, ``kit_dataset``, ``code_dataset``, ``checkpoint_dataset`` (None when the notebook has no checkpoint
+  dataset), ``competition`` (None without one), ``datasets``, ``models``: from the declaration;
+- ``config`` (the config file, relative to the root), ``overrides``: checked against the notebook's schema first;
+- ``accelerator_plan``: ``cpu`` for no accelerator, ``gpu`` for a GPU, ``auto`` for a TPU;
+- ``kernel``: the notebook's own ``owner/slug`` (with ``project`` and ``run_name``, the run's identity without a
+  mirror);
+- ``run_name`` and ``previous_output``: the run's identity and the earlier session's output, when given;
+- the notebook's declared ``parameters`` and the caller's extra ones.
+
+The kernel's accelerator and internet are the declared ones (or the caller's explicit choice): never switched on by
+default. No competition is required.
 
 The code dataset moved to :mod:`kaggle_kit.code_dataset` and a kernel's status and output to
 :mod:`kaggle_kit.kernels`; their old names here still work for one release, with a DeprecationWarning.
@@ -16,6 +26,7 @@ The code dataset moved to :mod:`kaggle_kit.code_dataset` and a kernel's status a
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import warnings
@@ -23,77 +34,83 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from kaggle_kit.errors import MetadataError
-from kaggle_kit.handles import parse_kernel
-from kaggle_kit.kernels import push_folder
+from kaggle_kit.errors import DeclarationError, HandleError, MetadataError
+from kaggle_kit.handles import parse_competition, parse_dataset, parse_kernel, parse_model
+from kaggle_kit.kaggle_platform import resolve_shape
+from kaggle_kit.kernels import PushResult, push_folder
 from kaggle_kit.lint import lint_kernel_metadata
-from kaggle_kit.metadata_files import DATASET_METADATA, KERNEL_METADATA, checked_handle, read_metadata
+from kaggle_kit.metadata_files import KERNEL_METADATA, read_metadata
+from kaggle_kit.project import NotebookSpec, Project, check_config, load_project
 
 __all__ = [
-    "KERNELS",
     "BUILD_DIR",
     "RenderOptions",
     "RenderedKernel",
+    "declared_parameters",
     "inject_parameters",
     "kernel_ref",
     "push",
     "render",
 ]
 
-KERNELS = ("train", "infer")
 BUILD_DIR = Path("notebooks") / "build"
 # Names that moved out of this module, and their new home.
 _MOVED = {"stage_code": "kaggle_kit.code_dataset", "publish_code": "kaggle_kit.code_dataset",
           "kernel_status": "kaggle_kit.kernels", "kernel_output": "kaggle_kit.kernels"}
+# Injected only where the parameters cell assigns them; the rest is the caller's explicit choice.
+_FROM_DECLARATION = ("project", "kit_dataset", "code_dataset", "checkpoint_dataset", "competition", "datasets",
+                     "models", "config", "overrides", "accelerator_plan", "kernel", "run_name", "previous_output")
 
 
 @dataclass
 class RenderOptions:
-    """What :func:`render` injects and attaches; None means the default from the root's metadata files.
+    """What :func:`render` changes from the declaration; None (or empty) keeps the declared value.
 
     Attributes:
-        config: The workload config (a path relative to the root, or a name the workload ships, e.g. ``tiny``).
+        config: The config file, relative to the root.
         overrides: Dotted ``key=value`` overrides of the config.
-        competition: Competition slug; default the root kernel-metadata.json's first competition source.
-        code_dataset: The code dataset ``owner/slug``; default the root dataset-metadata.json's id.
-        checkpoint_dataset: The checkpoint mirror ``owner/slug``; default ``<owner>/<train-slug>-ckpt``;
-            ``""`` for no mirroring.
+        accelerator: ``none``, ``gpu``, ``tpu`` or a machine shape such as ``NvidiaTeslaT4``.
+        internet: Internet for the session.
+        checkpoint_dataset: The checkpoint dataset (``owner/slug`` or a slug of the owner); ``""`` for none (then
+            checkpoints survive only as a Batch run's output).
+        competition: The competition slug.
         datasets: More datasets to attach.
-        models: Kaggle Models to attach (``owner/model/framework/variation/N``); default the root's model_sources.
-        kernels: Notebook outputs to attach (``owner/slug``), e.g. an earlier Batch run's checkpoints when
-            mirroring is off.
-        accelerator: The device plan the notebook checks (``auto``, ``gpu``, ``cpu``).
-        internet: Internet for the training kernel (default on; off needs ``checkpoint_dataset=""``: nothing can
-            be mirrored, checkpoints survive as the Batch output). The inference kernel is always off.
-        machine_shape: ``machine_shape`` for the metadata, e.g. ``NvidiaTeslaT4``; None leaves it out.
-        infer_id: The inference kernel ``owner/slug``; default ``<owner>/<train-slug>-infer``.
-        extra: More parameters to inject (name -> Python literal value).
+        models: Kaggle Models to attach, replacing the declared ones.
+        kernels: Notebook outputs to attach (``owner/slug``).
+        params: More parameters to inject (name -> Python literal value); the parameters cell must assign each.
+        run_name: The run's name, injected as ``run_name`` (the checkpoints' run identity).
+        previous_output: The earlier session's output (``owner/slug`` of a kernel), attached and injected as
+            ``previous_output``: how a run without a mirror (internet off) resumes.
     """
 
-    config: str = "default"
+    config: str | None = None
     overrides: Sequence[str] = ()
-    competition: str | None = None
-    code_dataset: str | None = None
+    accelerator: str | None = None
+    internet: bool | None = None
     checkpoint_dataset: str | None = None
+    competition: str | None = None
     datasets: Sequence[str] = ()
     models: Sequence[str] | None = None
     kernels: Sequence[str] = ()
-    accelerator: str = "auto"
-    internet: bool = True
-    machine_shape: str | None = None
-    infer_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    run_name: str | None = None
+    previous_output: str | None = None
 
 
 @dataclass(frozen=True)
 class RenderedKernel:
-    """One rendered kernel: its folder (pushable with ``kaggle kernels push -p``), notebook and metadata."""
+    """One rendered notebook: its folder (pushable with ``kaggle kernels push -p``), notebook and metadata.
 
-    kernel: str
+    ``checkpoints`` is how the session uses ``checkpoint_dataset``: ``mirror``, ``read`` or ``none``.
+    """
+
+    name: str
     folder: Path
     notebook: Path
     metadata: dict[str, Any]
     parameters: dict[str, Any]
+    checkpoints: str = "none"
+    checkpoint_dataset: str | None = None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -101,90 +118,141 @@ class RenderedKernel:
         return str(self.metadata["id"])
 
 
-def _plan(root: Path, kernel: str, options: RenderOptions) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The parameters to inject and the kernel metadata for one kernel."""
-    if kernel not in KERNELS:
-        raise MetadataError(f"unknown kernel {kernel!r}: render one of {', '.join(KERNELS)}")
-    train_meta_path = root / KERNEL_METADATA
-    train_meta = read_metadata(train_meta_path, "the training kernel's kernel-metadata.json")
-    train_id = checked_handle(str(train_meta.get("id", "")), "kernel id", str(train_meta_path), parse_kernel)
-    owner, train_slug = train_id.split("/")
-    code_dataset = options.code_dataset
-    if code_dataset is None:
-        ds_path = root / DATASET_METADATA
-        code_dataset = str(read_metadata(ds_path, "the code dataset's dataset-metadata.json").get("id", ""))
-        code_dataset = checked_handle(code_dataset, "code dataset id", str(ds_path))
-    checkpoint = options.checkpoint_dataset
-    if checkpoint is None:
-        checkpoint = f"{owner}/{train_slug}-ckpt"
-    if checkpoint:
-        checkpoint = checked_handle(checkpoint, "checkpoint dataset", "--checkpoint-dataset")
-    if kernel == "train" and checkpoint and not options.internet:
+def _project(root: str | os.PathLike[str] | Project) -> Project:
+    return root if isinstance(root, Project) else load_project(Path(root))
+
+
+def _accelerator(value: str, where: str) -> tuple[bool, bool, str | None, str]:
+    """(enable_gpu, enable_tpu, machine_shape, the notebook's accelerator_plan) for an accelerator setting."""
+    lowered = value.strip().lower()
+    if lowered in ("none", "cpu"):
+        return False, False, None, "cpu"
+    if lowered == "gpu":
+        return True, False, None, "gpu"
+    if lowered == "tpu":
+        return False, True, None, "auto"
+    try:
+        runs, retired = resolve_shape(value)
+    except ValueError as exc:
+        raise MetadataError(f"{where}: {exc}; or none, gpu, tpu") from None
+    if retired:
+        raise MetadataError(f"{where}: {retired}: ask for {runs or 'none'}")
+    if runs is None:
+        return False, False, None, "cpu"
+    tpu = runs.startswith("Tpu")
+    return not tpu, tpu, runs, "auto" if tpu else "gpu"
+
+
+def _handle(value: str, owner: str, parse: Any, what: str) -> str:
+    try:
+        if parse is parse_model:
+            parse(value, what=what)  # checked; kept as written (a framework is spelled as Kaggle lists it)
+            return value.strip()
+        if parse is parse_competition:
+            return str(parse(value, what=what))
+        full = value if "/" in value else f"{owner}/{value}"
+        return str(parse(full, what=what))
+    except HandleError as exc:
+        raise MetadataError(str(exc)) from None
+
+
+def declared_parameters(notebook: Any, *, source: str) -> tuple[int, set[str]]:
+    """The index of the cell tagged ``parameters`` and the names it assigns.
+
+    Raises:
+        MetadataError: no such cell, or it is not valid Python.
+    """
+    index = next((i for i, c in enumerate(notebook.cells) if "parameters" in c.get("metadata", {}).get("tags", [])),
+                 None)
+    if index is None:
+        raise MetadataError(f"{source} has no cell tagged 'parameters': add '# %% tags=[\"parameters\"]' above "
+                            "the cell of default parameters")
+    try:
+        tree = ast.parse(notebook.cells[index].source)
+    except SyntaxError as exc:
+        raise MetadataError(f"{source}: the parameters cell is not valid Python (line {exc.lineno}: {exc.msg})"
+                            ) from None
+    names: set[str] = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        for target in targets:
+            for item in ast.walk(target):
+                if isinstance(item, ast.Name):
+                    names.add(item.id)
+    return index, names
+
+
+def _plan(project: Project, spec: NotebookSpec, options: RenderOptions, declared: set[str], source: str
+          ) -> tuple[dict[str, Any], dict[str, Any], str, str | None]:
+    """The parameters to inject, the kernel metadata, the checkpoint mode and the checkpoint dataset."""
+    owner = project.owner
+    where = f"notebook {spec.name!r} of {project.file}"
+    accelerator = options.accelerator if options.accelerator is not None else (spec.machine_shape or spec.accelerator)
+    enable_gpu, enable_tpu, shape, plan = _accelerator(accelerator, "--accelerator" if options.accelerator else where)
+    internet = spec.internet if options.internet is None else options.internet
+    mode = spec.checkpoints
+    checkpoint: str | None = project.checkpoint_dataset
+    if options.checkpoint_dataset == "":
+        mode, checkpoint = "none", None
+    elif options.checkpoint_dataset is not None:
+        checkpoint = _handle(options.checkpoint_dataset, owner, parse_dataset, "--checkpoint-dataset")
+        mode = "mirror" if mode == "none" and internet else ("read" if mode == "none" else mode)
+    if mode == "none":
+        checkpoint = None
+    if mode == "mirror" and not internet:
         raise MetadataError(f"internet off cannot mirror checkpoints to {checkpoint}: pass --checkpoint-dataset '' "
                             "(checkpoints then survive only as the Batch output) or turn internet on")
-    competitions = list(train_meta.get("competition_sources") or [])
-    competition = options.competition or (competitions[0] if competitions else None)
-    if not competition:
-        raise MetadataError(f"{train_meta_path} lists no competition_sources: add the competition slug there "
-                            "or pass --competition")
-    if competition not in competitions:
-        competitions.insert(0, competition)
-    models = list(options.models if options.models is not None else train_meta.get("model_sources") or [])
-    inherited = list(train_meta.get("dataset_sources", []))
-    if not checkpoint:
-        # Mirroring off: the root's default checkpoint dataset may not exist, and attaching it would fail the push.
-        inherited = [d for d in inherited if d != f"{owner}/{train_slug}-ckpt"]
-    datasets = list(dict.fromkeys([*inherited, code_dataset, *options.datasets, *([checkpoint] if checkpoint else [])]))
-    kernels = list(dict.fromkeys([*train_meta.get("kernel_sources", []), *options.kernels]))
-    parameters: dict[str, Any] = {
-        "config": options.config,
-        "overrides": list(options.overrides),
-        "competition": competition,
-        "code_dataset": code_dataset,
-        "checkpoint_dataset": checkpoint or None,
-        "accelerator_plan": options.accelerator,
-        **options.extra,
+    competition = spec.competition
+    if options.competition:
+        competition = _handle(options.competition, owner, parse_competition, "--competition")
+    data = list(dict.fromkeys([*spec.datasets, *(_handle(d, owner, parse_dataset, "--dataset")
+                                                 for d in options.datasets)]))
+    code = [project.code_dataset, *([project.kit_dataset] if project.kit_dataset else [])]
+    datasets = list(dict.fromkeys([*data, *code, *([checkpoint] if checkpoint else [])]))
+    previous = _handle(options.previous_output, owner, parse_kernel, "--previous-output") if (
+        options.previous_output) else None
+    kernels = list(dict.fromkeys([*spec.kernels, *(_handle(k, owner, parse_kernel, "--kernel-source")
+                                                   for k in options.kernels), *([previous] if previous else [])]))
+    models = list(spec.models) if options.models is None else [
+        _handle(m, owner, parse_model, "--model") for m in options.models]
+    config, _ = project.config_of(spec)
+    config = options.config or config
+    check_config(project, spec, config=options.config, overrides=options.overrides)
+
+    available = {
+        "project": project.name, "kit_dataset": project.kit_dataset, "code_dataset": project.code_dataset,
+        "checkpoint_dataset": checkpoint, "competition": competition, "datasets": data, "models": models,
+        "config": config, "overrides": list(options.overrides), "accelerator_plan": plan, "kernel": spec.kernel,
+        "run_name": options.run_name, "previous_output": previous,
     }
-    if kernel == "train":
-        meta = {
-            **train_meta,
-            "code_file": "train.ipynb",
-            "language": "python",
-            "kernel_type": "notebook",
-            "enable_gpu": options.accelerator != "cpu",
-            "enable_internet": options.internet,
-            "dataset_sources": datasets,
-            "competition_sources": competitions,
-            "kernel_sources": kernels,
-            "model_sources": models,
-        }
-    else:
-        infer_id = options.infer_id or f"{owner}/{train_slug}-infer"
-        infer_id = checked_handle(infer_id, "inference kernel id", "--infer-id", parse_kernel)
-        if not checkpoint and not options.kernels:
-            raise MetadataError("the inference kernel loads its weights from the checkpoint dataset: pass "
-                                "--checkpoint-dataset owner/slug, or --kernel-source owner/slug for a training "
-                                "run's output when mirroring is off")
-        meta = {
-            "id": infer_id,
-            "title": infer_id.split("/")[1].replace("-", " "),
-            "code_file": "infer.ipynb",
-            "language": "python",
-            "kernel_type": "notebook",
-            "is_private": train_meta.get("is_private", True),
-            "enable_gpu": options.accelerator != "cpu",
-            "enable_tpu": False,
-            "enable_internet": False,
-            "dataset_sources": datasets,
-            "competition_sources": competitions,
-            "kernel_sources": list(options.kernels),
-            "model_sources": models,
-        }
-    if options.machine_shape:
-        meta["machine_shape"] = options.machine_shape
-    else:
-        meta.pop("machine_shape", None)
-    return parameters, meta
+    parameters = {name: value for name, value in available.items() if name in declared}
+    asked = {**spec.parameters, **options.params}
+    explicit = [name for name, given in (("config", options.config), ("overrides", options.overrides),
+                                         ("run_name", options.run_name), ("previous_output", previous)) if given]
+    missing = [name for name in [*explicit, *asked] if name not in declared]
+    if missing:
+        raise MetadataError(f"{source}: the parameters cell does not assign {', '.join(missing)}, so the value "
+                            f"given for it would be lost: add e.g. `{missing[0]} = None` to that cell, or drop it")
+    parameters.update(asked)
+    meta: dict[str, Any] = {
+        "id": spec.kernel,
+        "title": spec.title,
+        "code_file": f"{spec.name}.ipynb",
+        "language": "python",
+        "kernel_type": "notebook",
+        "is_private": spec.private,
+        "enable_gpu": enable_gpu,
+        "enable_tpu": enable_tpu,
+        "enable_internet": internet,
+        "dataset_sources": datasets,
+        "competition_sources": [competition] if competition else [],
+        "kernel_sources": kernels,
+        "model_sources": models,
+    }
+    if shape:
+        meta["machine_shape"] = shape
+    return parameters, meta, mode, checkpoint
 
 
 def _parameters_cell_source(parameters: dict[str, Any]) -> str:
@@ -204,61 +272,73 @@ def inject_parameters(notebook: Any, parameters: dict[str, Any], *, source: str)
     """
     import nbformat
 
-    cells = [c for c in notebook.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    index = next((i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if index is None:
-        raise MetadataError(f"{source} has no cell tagged 'parameters': add '# %% tags=[\"parameters\"]' above "
-                            "the cell of default parameters")
+    notebook.cells = [c for c in notebook.cells
+                      if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    index, _ = declared_parameters(notebook, source=source)
     injected = nbformat.v4.new_code_cell(_parameters_cell_source(parameters))
     injected.metadata["tags"] = ["injected-parameters"]
-    cells.insert(index + 1, injected)
-    notebook.cells = cells
+    notebook.cells.insert(index + 1, injected)
     return notebook
 
 
 def render(
-    root: str | os.PathLike[str], kernel: str, options: RenderOptions | None = None, *, out_dir: Path | None = None
+    root: str | os.PathLike[str] | Project, notebook: str, options: RenderOptions | None = None, *,
+    out_dir: Path | None = None,
 ) -> RenderedKernel:
-    """Renders ``notebooks/<kernel>.py`` into a pushable folder with its kernel-metadata.json.
+    """Renders a declared notebook into a pushable folder with its kernel-metadata.json.
 
     Args:
-        root: The project root (holds kernel-metadata.json, dataset-metadata.json and notebooks/).
-        kernel: ``train`` or ``infer``.
-        options: What to inject and attach.
-        out_dir: Where the kernel folder goes; default ``<root>/notebooks/build/<kernel>``.
+        root: The project root (or the loaded :class:`~kaggle_kit.project.Project`).
+        notebook: The declared notebook's name.
+        options: What to change from the declaration.
+        out_dir: Where the kernel folder goes; default ``<root>/notebooks/build/<notebook>``.
 
     Raises:
-        MetadataError: a metadata file is missing or malformed, or the notebook has no parameters cell.
+        DeclarationError: no such notebook, or a malformed declaration.
+        ConfigError: the config does not load with the notebook's schema (naming the file and the key).
+        MetadataError: the source is missing or has no parameters cell, a parameter the cell does not assign.
     """
     import jupytext
     import nbformat
 
-    root = Path(root)
+    project = _project(root)
+    spec = project.notebook(notebook)
     options = options or RenderOptions()
-    parameters, meta = _plan(root, kernel, options)
-    source = root / "notebooks" / f"{kernel}.py"
+    source = project.root / spec.source
     if not source.is_file():
-        raise MetadataError(f"{source} not found: the notebook sources live in notebooks/ under the project root")
-    notebook = inject_parameters(jupytext.read(source, fmt="py:percent"), parameters, source=str(source))
-    notebook.metadata.pop("jupytext", None)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.metadata["language_info"] = {"name": "python"}
-    nbformat.validate(notebook)
-    folder = Path(out_dir) if out_dir is not None else root / BUILD_DIR / kernel
+        raise DeclarationError(f"{project.file}: notebook {notebook!r}: source {spec.source} not found under "
+                               f"{project.root}")
+    try:
+        nb = jupytext.read(source, fmt="py:percent")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MetadataError(f"{source} cannot be read as a py:percent notebook: {exc}") from None
+    _, declared = declared_parameters(nb, source=str(source))
+    parameters, meta, mode, checkpoint = _plan(project, spec, options, declared, str(source))
+    nb = inject_parameters(nb, parameters, source=str(source))
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.validate(nb)
+    folder = Path(out_dir) if out_dir is not None else project.root / BUILD_DIR / notebook
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / meta["code_file"]
-    nbformat.write(notebook, target)
+    nbformat.write(nb, target)
     (folder / KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
-    # Drift from the root metadata matters only for the default build folder, which the root's code_file names.
-    warnings = _root_drift(root, meta, target) if kernel == "train" and out_dir is None else ()
-    return RenderedKernel(kernel=kernel, folder=folder, notebook=target, metadata=meta, parameters=parameters,
-                          warnings=warnings)
+    # A root kernel-metadata.json (for 'kaggle kernels push -p .') matters only for the default build folder.
+    drift = _root_drift(project.root, meta, target) if out_dir is None else ()
+    return RenderedKernel(name=notebook, folder=folder, notebook=target, metadata=meta, parameters=parameters,
+                          checkpoints=mode, checkpoint_dataset=checkpoint, warnings=drift)
 
 
 def _root_drift(root: Path, rendered: dict[str, Any], notebook: Path) -> tuple[str, ...]:
-    """How the root kernel-metadata.json, which a plain ``kaggle kernels push -p .`` uses, differs from the render."""
-    meta = read_metadata(root / KERNEL_METADATA, "the training kernel's kernel-metadata.json")
+    """How the root kernel-metadata.json, which a plain ``kaggle kernels push -p .`` uses, differs from the render
+    (only when it names this kernel)."""
     where = root / KERNEL_METADATA
+    if not where.is_file():
+        return ()
+    meta = read_metadata(where, "the root's kernel-metadata.json")
+    if str(meta.get("id", "")).lower() != rendered["id"]:
+        return ()
     found: list[str] = []
     code_file = meta.get("code_file")
     if not code_file or (root / str(code_file)).resolve() != notebook.resolve():
@@ -269,41 +349,39 @@ def _root_drift(root: Path, rendered: dict[str, Any], notebook: Path) -> tuple[s
         if missing:
             found.append(f"{where}: {name} lacks {', '.join(missing)}; add them so 'kaggle kernels push -p .' "
                          "attaches what the notebook reads")
-    for name in ("enable_internet", "enable_gpu", "machine_shape"):
-        if name in rendered and meta.get(name) != rendered[name]:
-            found.append(f"{where}: {name} is {meta.get(name)!r} but the render uses {rendered[name]!r}")
+    for name in ("enable_internet", "enable_gpu", "enable_tpu", "machine_shape"):
+        if meta.get(name, rendered.get(name)) != rendered.get(name):
+            found.append(f"{where}: {name} is {meta.get(name)!r} but the render uses {rendered.get(name)!r}")
     return tuple(found)
 
 
 def push(
-    root: str | os.PathLike[str],
-    kernel: str,
+    root: str | os.PathLike[str] | Project,
+    notebook: str,
     options: RenderOptions | None = None,
     *,
     lint: bool = True,
     api: Any = None,
     out_dir: Path | None = None,
     timeout_s: float | None = None,
-) -> dict[str, Any]:
-    """Renders, lints and pushes one kernel through the Python API, checking the reply's error fields.
+) -> PushResult:
+    """Renders, lints and pushes one declared notebook through the Python API, reading the reply's error fields.
 
-    ``out_dir`` is where the kernel folder is rendered (default ``<root>/notebooks/build/<kernel>``);
+    ``out_dir`` is where the kernel folder is rendered (default ``<root>/notebooks/build/<notebook>``);
     ``timeout_s`` caps the run's time (Kaggle's ``sessionTimeoutSeconds``).
 
     Returns:
-        ``{"ref", "version", "url", "folder"}``.
+        The :class:`~kaggle_kit.kernels.PushResult`: a version may have been created (and be running) although the
+        server reported problems; ``problems`` lists them.
 
     Raises:
-        MetadataError: the metadata failed the lint.
-        KaggleApiError: the server refused the push.
+        MetadataError: the declaration, the config or the metadata failed its checks.
+        KaggleApiError: the server created no version.
     """
-    options = options or RenderOptions()
-    rendered = render(root, kernel, options, out_dir=out_dir)
+    rendered = render(root, notebook, options, out_dir=out_dir)
     if lint:
-        findings = list(lint_kernel_metadata(
-            rendered.folder, mirroring=kernel == "train" and bool(rendered.parameters["checkpoint_dataset"]),
-            checkpoint_dataset=rendered.parameters["checkpoint_dataset"],
-        ))
+        findings = list(lint_kernel_metadata(rendered.folder, mirroring=rendered.checkpoints == "mirror",
+                                             checkpoint_dataset=rendered.checkpoint_dataset))
         blocking = [f for f in findings if f.severity == "error"]
         for finding in findings:
             if finding not in blocking:
@@ -311,32 +389,25 @@ def push(
         if blocking:
             raise MetadataError(f"{rendered.folder / KERNEL_METADATA} failed the lint:\n  "
                                 + "\n  ".join(map(str, blocking)))
-    checkpoint = rendered.parameters["checkpoint_dataset"]
-    tolerated = [checkpoint] if kernel == "train" and checkpoint else []
-    pushed = push_folder(rendered.folder, rendered.ref, api=api, timeout_s=timeout_s, tolerated=tolerated)
-    if checkpoint in pushed["tolerated_invalid"]:
-        print(f"note: the checkpoint dataset {checkpoint} does not exist yet; the first run's mirror creates it")
-    return {"ref": pushed["ref"], "version": pushed["version"], "url": pushed["url"], "folder": str(rendered.folder)}
+    # The mirror creates the checkpoint dataset on its first upload: before that the server calls it invalid.
+    tolerated = [rendered.checkpoint_dataset] if rendered.checkpoints == "mirror" and rendered.checkpoint_dataset else []
+    result = push_folder(rendered.folder, rendered.ref, api=api, timeout_s=timeout_s, tolerated=tolerated)
+    if rendered.checkpoint_dataset in result.tolerated_invalid:
+        print(f"note: the checkpoint dataset {rendered.checkpoint_dataset} does not exist yet; the first run's mirror "
+              "creates it")
+    return result
 
 
-def kernel_ref(root: str | os.PathLike[str], kernel: str) -> str:
-    """The ``owner/slug`` that ``kernel`` stands for: itself when it is one, else the id of ``train`` or ``infer`` as
-    rendered under ``root`` (``train`` falls back to the root's kernel-metadata.json before its first render).
+def kernel_ref(root: str | os.PathLike[str] | Project, kernel: str) -> str:
+    """The ``owner/slug`` that ``kernel`` stands for: itself when it is one, else the kernel of the declared notebook
+    of that name.
 
     Raises:
-        MetadataError: ``kernel`` is neither, or ``infer`` has not been rendered.
+        DeclarationError: no declaration, or no notebook of that name.
     """
     if "/" in kernel:
         return kernel
-    if kernel not in KERNELS:
-        raise MetadataError(f"{kernel!r} is neither owner/slug nor one of {', '.join(KERNELS)}")
-    root = Path(root)
-    rendered = root / BUILD_DIR / kernel / KERNEL_METADATA
-    if rendered.exists():
-        return str(read_metadata(rendered, "a kernel-metadata.json")["id"])
-    if kernel == "infer":
-        raise MetadataError("the infer kernel has not been rendered: run kaggle-kit render infer, or pass owner/slug")
-    return str(read_metadata(root / KERNEL_METADATA, "a kernel-metadata.json")["id"])
+    return _project(root).notebook(kernel).kernel
 
 
 def __getattr__(name: str) -> Any:

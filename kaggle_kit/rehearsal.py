@@ -1,20 +1,26 @@
-"""`kaggle-kit rehearse`: a whole Kaggle training run, offline, kills included.
+"""`kaggle-kit rehearse`: a whole Kaggle training run of a declared project, offline, kills included.
 
-The rehearsal starts the API stand-in with its session sandbox, makes a small synthetic competition, publishes the
-code, pushes the training notebook, lets its first session be killed by the (scaled) time limit mid-epoch, pushes it
-again so a second session resumes from the mirrored checkpoint and finishes, runs the inference notebook with internet
-off, and scores its submission. The last thing it prints is a summary: sessions, steps, work lost at the kill,
-dataset versions, the final validation score against the trivial baseline, and whether the submission is valid.
+The rehearsal starts the API stand-in with its session sandbox, writes the project's synthetic data (its declared
+``rehearse.data`` factory) where the notebook reads it (its competition, else its first dataset), publishes the kit
+(when the project attaches it as a dataset) and the project's code, pushes the training notebook, lets its first
+session be killed by the (scaled) time limit mid-training, pushes it again so a second session resumes from the
+mirrored checkpoint and finishes, runs the inference notebook with internet off when one is declared, and scores its
+submission. The last thing it prints is a summary: sessions, steps, work lost at the kill, dataset versions, the final
+validation score against the trivial baseline, whether the submission is valid, and where the sessions imported the
+kit from.
 
-The workload (what competition to fake, how to score) comes from the ``kaggle_kit.workloads`` entry-point group, so
-this module never imports one.
+Everything project-specific comes from the declaration (:mod:`kaggle_kit.project`), so this module imports no
+workload. The engine takes its credentials and client from the stand-in it starts and never from the caller's
+environment: the caller's Kaggle variables and proxies are set aside while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import math
 import os
 import re
 import secrets
@@ -23,49 +29,69 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from kaggle_kit import envvars
 from kaggle_kit.checkpoint.format import MANIFEST_GLOB, MANIFEST_SUFFIX, STATE_SUFFIX, TENSOR_SUFFIX
-from kaggle_kit.errors import KaggleKitError
+from kaggle_kit.errors import DeclarationError, KaggleKitError
 from kaggle_kit.kaggle_platform import shape_for
 from kaggle_kit.mirror.ledger import LEDGER_FILE
+from kaggle_kit.project import REHEARSAL_DIR, NotebookSpec, Project, RehearseSpec, import_object, load_project
+from kaggle_kit.root import KIT_ORIGIN_PREFIX
+from kaggle_kit.session_outcome import KILLED
 
-__all__ = ["RehearsalOptions", "RehearsalReport", "RehearsalWorkload", "SessionRow", "format_report", "load_workload",
-           "rehearse"]
+__all__ = ["RehearsalHooks", "RehearsalOptions", "RehearsalReport", "SessionRow", "format_report", "kit_origin_in",
+           "load_hooks", "rehearse"]
 
-DEFAULT_WORKDIR = "kaggle-kit-rehearsal"
-_TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
+DEFAULT_WORKDIR = REHEARSAL_DIR
 # The simulated accelerators a rehearsal offers, each with the machine shape that gives it.
 ACCELERATOR_SHAPES = {name: shape_for(name) for name in ("none", "T4x2", "L4")}
+# The caller's variables that would point the rehearsal's clients (or its sessions) elsewhere: set aside while it runs.
+_CALLER_VARIABLES = (envvars.USERNAME, envvars.KEY, envvars.API_TOKEN, envvars.API_ENVIRONMENT, envvars.CONFIG_DIR,
+                     envvars.KIT_API_ENDPOINT, envvars.KIT_ROOT, envvars.KIT_PROJECT, "HTTP_PROXY", "HTTPS_PROXY",
+                     "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy")
 
 
 @dataclass(frozen=True)
-class RehearsalWorkload:
-    """What a workload gives the rehearsal.
+class RehearsalHooks:
+    """The project's rehearsal functions, imported from the declaration's ``rehearse`` table.
 
     Attributes:
-        name: The workload's name (its entry point).
-        competition: The competition slug the notebooks expect.
-        config: The workload config the notebooks load (a small, fast one).
-        make_competition: ``(dest, seed) -> solution_csv``: writes a synthetic competition folder at ``dest`` and
-            its test labels (outside ``dest``).
-        score: ``(solution_csv, submission_csv) -> float``; raises a KaggleKitError on a malformed submission.
-        baseline: ``(competition_dir, solution_csv) -> float``: the score of the trivial submission.
+        data: ``(dest, seed) -> labels or None``: writes the synthetic data the notebook reads.
+        score: ``(labels, submission) -> float``.
+        baseline: ``(data folder, labels) -> float``: the trivial submission's score.
         baseline_name: What the trivial submission predicts.
-        overrides: Config overrides for the rehearsal.
     """
 
-    name: str
-    competition: str
-    config: str
-    make_competition: Callable[[Path, int], Path]
-    score: Callable[[Path, Path], float]
-    baseline: Callable[[Path, Path], float]
+    data: Callable[[Path, int], Path | None] | None = None
+    score: Callable[[Path, Path], float] | None = None
+    baseline: Callable[[Path, Path], float] | None = None
     baseline_name: str = "trivial"
-    overrides: tuple[str, ...] = ()
+
+
+def load_hooks(project: Project) -> RehearsalHooks:
+    """The functions ``project`` declares for the rehearsal.
+
+    Raises:
+        DeclarationError: a declared function cannot be imported or is not callable.
+    """
+    spec = project.rehearse or RehearseSpec(notebook=_default_notebook(project))
+    found: dict[str, Any] = {}
+    for key in ("data", "score", "baseline"):
+        path = getattr(spec, key)
+        if path is None:
+            continue
+        where = f"{project.file}: {project.table}.rehearse.{key}"
+        obj = import_object(path, project.root, where=where)
+        if not callable(obj):
+            raise DeclarationError(f"{where} = {path!r} is not a function")
+        found[key] = obj
+    return RehearsalHooks(baseline_name=spec.baseline_name, **found)
+
+
+def _default_notebook(project: Project) -> str:
+    return "train" if "train" in project.notebooks else next(iter(project.notebooks))
 
 
 @dataclass
@@ -73,7 +99,11 @@ class RehearsalOptions:
     """How to rehearse.
 
     Attributes:
-        kill_after_s: Real seconds the first training session may run before it is killed; 0 for no kill.
+        kill_after_s: Real seconds the first training session may run before it is killed; 0 for no kill; ``"auto"``
+            for a kill placed from a measured run: an uninterrupted reference run first, then a run killed
+            half-way through its training, resumed in a new session and compared with the reference bit for bit
+            (a time limit is the only kill the sandbox has, so measuring first makes it land whatever the
+            machine's speed). Default: the declaration's ``rehearse.kill-after``, else auto.
         run_type: ``Batch`` (pushed kernels; the output survives) or ``Interactive`` (sessions run directly;
             working is wiped at the end, so only the mirror carries the run over).
         accelerator: The simulated accelerator: ``none``, ``T4x2`` (the DDP path, on CPU with gloo) or ``L4``.
@@ -84,14 +114,16 @@ class RehearsalOptions:
         deadline_stop: Let the kit see the session limit and stop cleanly before it (else a hard kill, as when
             Kaggle ends a session without warning).
         checkpoint_every_s: The checkpoint cadence inside the sessions.
-        seed: Seeds the synthetic competition.
-        workload: The workload's entry-point name.
-        overrides: More config overrides on top of the workload's (e.g. ``train.epochs=4``).
-        infer: Run the inference notebook and score its submission.
+        seed: Seeds the synthetic data.
+        notebook: The training notebook (default: the declared ``rehearse.notebook``).
+        overrides: More config overrides on top of the declared ones (e.g. ``train.epochs=4``).
+        infer: Run the declared inference notebook (if any) and score its submission.
         session_timeout_s: Real-time cap of every session that is not meant to be killed.
+        input_layout: Where the sessions find their inputs: ``current`` (``/kaggle/input/datasets/<owner>/<slug>``,
+            ...) or ``legacy`` (``/kaggle/input/<slug>``); Kaggle uses one or the other.
     """
 
-    kill_after_s: float = 40.0
+    kill_after_s: float | str | None = None
     run_type: str = "Batch"
     accelerator: str = "none"
     internet: bool = True
@@ -100,10 +132,11 @@ class RehearsalOptions:
     deadline_stop: bool = False
     checkpoint_every_s: float = 6.0
     seed: int = 0
-    workload: str = "cmfd"
+    notebook: str | None = None
     overrides: tuple[str, ...] = ()
     infer: bool = True
     session_timeout_s: float = 600.0
+    input_layout: str = "current"
 
 
 @dataclass
@@ -120,6 +153,9 @@ class SessionRow:
     resumed_from: int | None = None
     seconds_per_step: float | None = None
     note: str = ""
+    session_s: float | None = None  # the session's time in the sandbox, start to end
+    training_bounds: tuple[float, float] | None = None  # the training's start and end in the session, from its log
+    output: Path | None = None
 
 
 @dataclass
@@ -134,49 +170,49 @@ class RehearsalReport:
     submission_valid: bool = False
     submission_problem: str = ""
     weights_sha256: str | None = None
+    reference_sha256: str | None = None
+    resume_missed: bool = False  # a session was killed but the next one found nothing to resume from
     gpu_quota_used_h: float | None = None
     gpu_quota_total_h: float | None = None
     wall_s: float = 0.0
     workdir: Path | None = None
+    isolation_note: str | None = None  # why the sessions ran NOT isolated from this machine, or None
+    input_layout: str = "current"
+    model_shapes: dict[str, list[int]] = field(default_factory=dict)
+    kit_origin: str | None = None
+    notes: list[str] = field(default_factory=list)
+    baseline_name: str = "trivial"
 
     inferred: bool = True
 
     @property
+    def bit_identical(self) -> bool | None:
+        """Whether the resumed run ended with the uninterrupted reference run's weights (None: no reference)."""
+        if self.reference_sha256 is None or self.weights_sha256 is None:
+            return None
+        return self.reference_sha256 == self.weights_sha256
+
+    @property
     def ok(self) -> bool:
         sessions_ok = all(s.status in ("COMPLETE", "KILLED") for s in self.sessions)
-        return sessions_ok and (self.submission_valid or not self.inferred)
-
-
-def load_workload(name: str) -> RehearsalWorkload:
-    """The workload registered under ``name`` in the ``kaggle_kit.workloads`` entry-point group."""
-    found = {ep.name: ep for ep in entry_points(group="kaggle_kit.workloads")}
-    if name not in found:
-        known = ", ".join(sorted(found)) or "none installed"
-        raise KaggleKitError(f"no workload {name!r} for the rehearsal (known: {known}); reinstall the kit with "
-                             "`pip install -e .` so its entry points are registered")
-    workload = found[name].load()
-    return workload() if callable(workload) and not isinstance(workload, RehearsalWorkload) else workload
+        return (sessions_ok and (self.submission_valid or not self.inferred) and self.bit_identical is not False
+                and not self.resume_missed)
 
 
 def _say(message: str) -> None:
     print(f"[rehearse] {message}", flush=True)
 
 
-def _project_owner(root: Path) -> str:
-    meta = json.loads((root / "kernel-metadata.json").read_text())
-    kernel_id = str(meta.get("id", ""))
-    if "/" not in kernel_id:
-        raise KaggleKitError(f"{root / 'kernel-metadata.json'}: id {kernel_id!r} is not 'owner/slug'")
-    return kernel_id.split("/")[0]
-
-
 @contextlib.contextmanager
 def _client_sandboxed(workdir: Path) -> Iterator[None]:
-    """Keep the Kaggle client's files (config dir, resumable-upload state) inside the rehearsal's folder."""
-    saved_env = {k: os.environ.get(k) for k in (envvars.CONFIG_DIR, envvars.KIT_API_ENDPOINT)}
+    """Keep the Kaggle client's files inside the rehearsal's folder, and the caller's Kaggle variables and proxies
+    (a shell still holding ``sim serve``'s exports, a real key) out of the rehearsal."""
+    saved_env = {k: os.environ.get(k) for k in _CALLER_VARIABLES}
     saved_tmp = tempfile.tempdir
     client_tmp = workdir / "client" / "tmp"
     client_tmp.mkdir(parents=True, exist_ok=True)
+    for key in _CALLER_VARIABLES:
+        os.environ.pop(key, None)
     os.environ[envvars.CONFIG_DIR] = str(workdir / "client" / "config")
     tempfile.tempdir = str(client_tmp)
     try:
@@ -193,13 +229,14 @@ def _client_sandboxed(workdir: Path) -> Iterator[None]:
         restore_default_endpoints()
 
 
-def _wait(api: Any, ref: str, *, timeout_s: float) -> dict[str, Any]:
+def _wait(api: Any, ref: str, *, timeout_s: float, time_limit_s: float | None = None) -> dict[str, Any]:
     from kaggle_kit.kernels import kernel_status
 
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
-        status = kernel_status(ref, api=api)
-        if status["status"] in _TERMINAL:
+        status = kernel_status(ref, api=api, time_limit_s=time_limit_s, elapsed_s=time.monotonic() - started)
+        if status["outcome"].terminal:
             return status
         if time.monotonic() > deadline:
             raise KaggleKitError(f"{ref} did not finish within {timeout_s:.0f} s (last status {status['status']})")
@@ -213,16 +250,60 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _weights_digest(checkpoint_pt: Path) -> str:
-    """SHA-256 over the model's tensors in a checkpoint (names and bytes), for bit-identity checks."""
+def _weights(checkpoint_pt: Path) -> tuple[str, dict[str, list[int]]]:
+    """SHA-256 over the model's tensors in a checkpoint (names and bytes), for bit-identity checks, and their
+    shapes."""
     import torch
 
     tensors = torch.load(checkpoint_pt, map_location="cpu", weights_only=True)
     digest = hashlib.sha256()
+    shapes: dict[str, list[int]] = {}
     for key in sorted(k for k in tensors if k.startswith("model")):
         digest.update(key.encode())
         digest.update(tensors[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()
+        shapes[key] = list(tensors[key].shape)
+    return digest.hexdigest(), shapes
+
+
+def _log_text(path: Path) -> str:
+    """A session log's text: Kaggle's JSON list of stream records joined, or the file as it is."""
+    raw = path.read_text(errors="replace")
+    try:
+        records = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(records, list):
+        return raw
+    return "".join(str(r.get("data", "")) for r in records if isinstance(r, dict))
+
+
+def _log_span(path: Path) -> float | None:
+    """Seconds from a session log's first record to its last (Kaggle's JSON log), or None."""
+    try:
+        records = json.loads(path.read_text(errors="replace"))
+        times = [float(r["time"]) for r in records if isinstance(r, dict) and "time" in r]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return max(times) - min(times) if times else None
+
+
+def _training_bounds(path: Path) -> tuple[float, float] | None:
+    """When the training started ("fresh start" or "resuming at step", printed just before it) and ended ("steps
+    this session"), in seconds from the session's start, from its log; None when the log does not say."""
+    try:
+        records = [r for r in json.loads(path.read_text(errors="replace")) if isinstance(r, dict)]
+        start = next((float(r.get("time", 0)) for r in records
+                      if "fresh start" in str(r.get("data")) or "resuming at step" in str(r.get("data"))), None)
+        end = next((float(r.get("time", 0)) for r in records if "steps this session" in str(r.get("data"))), None)
+    except (ValueError, TypeError):
+        return None
+    return (start, end) if start is not None and end is not None and end >= start else None
+
+
+def kit_origin_in(log: str) -> str | None:
+    """The folder a session imported the kit from, from the line its bootstrap prints (None if not there)."""
+    found = re.search(re.escape(KIT_ORIGIN_PREFIX) + r"(\S+)", log)
+    return found.group(1) if found else None
 
 
 def _newest_checkpoint(folder: Path) -> Path | None:
@@ -234,107 +315,198 @@ def _newest_checkpoint(folder: Path) -> Path | None:
 
 
 class _Rehearsal:
-    def __init__(self, root: Path, options: RehearsalOptions, workload: RehearsalWorkload) -> None:
-        self.root = root
+    def __init__(self, project: Project, options: RehearsalOptions, hooks: RehearsalHooks) -> None:
+        self.project = project
+        self.root = project.root
         self.options = options
-        self.workload = workload
+        self.hooks = hooks
+        self.spec = project.rehearse or RehearseSpec(notebook=_default_notebook(project))
+        self.train_nb = project.notebook(options.notebook or self.spec.notebook)
+        self.infer_nb = project.notebook(self.spec.infer) if self.spec.infer and options.infer else None
         self.workdir = options.workdir.resolve()
-        self.report = RehearsalReport(workdir=self.workdir, inferred=options.infer)
-        self.owner = _project_owner(root)
+        self.report = RehearsalReport(workdir=self.workdir, inferred=self.infer_nb is not None,
+                                      baseline_name=hooks.baseline_name)
+        self.owner = project.owner
         self.key = secrets.token_hex(16)
         self.mirroring = options.internet
-        self.train_ref = ""
+        self.train_ref = self.train_nb.kernel
         self.checkpoint_dataset: str | None = ""
+        self.labels: Path | None = None
+        dropped = sorted({m for nb in filter(None, (self.train_nb, self.infer_nb)) for m in nb.models})
+        if dropped:
+            self.report.notes.append(f"not attached in the rehearsal (the offline Kaggle has no models): "
+                                     f"{', '.join(dropped)}; the notebooks must run without them")
+        chosen = options.kill_after_s if options.kill_after_s is not None else self.spec.kill_after
+        self.kill: float | None = None if chosen == "auto" else float(chosen)
 
     def run(self) -> RehearsalReport:
         from kaggle_kit.kaggle_api import Credentials, make_api, point_client_at
-        from kaggle_kit.sim.sandbox import Sandbox
+        from kaggle_kit.sim.sandbox import Sandbox, choose_isolation
         from kaggle_kit.sim.server import SimServer
 
         started = time.monotonic()
+        self.report.input_layout = self.options.input_layout
+        isolation, note = choose_isolation("auto")
+        if isolation != "namespace":
+            self.report.isolation_note = note
+            _say(f"WARNING: the sandbox CANNOT isolate the sessions here ({note}): they run with this machine's "
+                 "files in view; a run that passes here may still fail on Kaggle")
         competitions = self.workdir / "competitions"
-        competition_dir = competitions / self.workload.competition
         competitions.mkdir(parents=True, exist_ok=True)
-        _say(f"synthetic competition {self.workload.competition} in {competition_dir}")
-        solution = self.workload.make_competition(competition_dir, self.options.seed)
-        self.report.baseline_score = self.workload.baseline(competition_dir, solution)
+        data_dir = self._make_data(competitions)
 
         sandbox = Sandbox(self.workdir / "sandbox")
         with SimServer(self.workdir / "state", username=self.owner, key=self.key, sandbox=sandbox,
-                       competitions_dir=competitions, processing_seconds=0.2) as server:
+                       competitions_dir=competitions, processing_seconds=0.2,
+                       input_layout=self.options.input_layout) as server:
             _say(f"Kaggle stand-in at {server.url} (user {self.owner})")
             point_client_at(server.url)
             os.environ[envvars.KIT_API_ENDPOINT] = server.url
-            creds = Credentials(username=self.owner, key=self.key, source="rehearsal")
-            self.api = make_api(creds)
+            self.credentials = Credentials(username=self.owner, key=self.key, source="rehearsal")
+            self.api = make_api(self.credentials)
             self.server = server
-            self._publish_code()
+            self._publish(data_dir)
             if self.options.run_type == "Interactive":
-                self._train_interactive(sandbox, competition_dir)
+                self._train_interactive(sandbox, data_dir)
             else:
                 self._train_batch()
-            if self.options.infer and self.options.run_type == "Interactive" and not self.mirroring:
+            if self.infer_nb is not None and self.options.run_type == "Interactive" and not self.mirroring:
                 self.report.submission_problem = ("nothing survived the Interactive sessions without a mirror: "
                                                   "no checkpoint to predict with")
-            elif self.options.infer:
-                self._infer(solution)
+            elif self.infer_nb is not None:
+                self._infer()
             self._versions()
             self._quota()
         self.report.wall_s = time.monotonic() - started
         return self.report
 
-    def _render_options(self, kernel: str, *, attach_training_output: bool = False) -> Any:
+    def _make_data(self, competitions: Path) -> Path | None:
+        """Writes the project's synthetic data where the training notebook reads it; returns its folder."""
+        nb = self.train_nb
+        if self.hooks.data is None:
+            if nb.competition:
+                raise DeclarationError(f"{self.project.file}: notebook {nb.name!r} reads the competition "
+                                       f"{nb.competition}, which the offline Kaggle cannot have: declare "
+                                       f"[{self.project.table}.rehearse] data = \"package.module:function\" that "
+                                       "writes a synthetic one")
+            return None
+        if nb.competition:
+            dest = competitions / nb.competition
+        elif nb.datasets:
+            handle = nb.datasets[0].split("/")
+            if handle[0] != self.owner:
+                raise DeclarationError(f"{self.project.file}: the rehearsal attaches its data as {nb.datasets[0]}, "
+                                       f"but the offline Kaggle holds only datasets of {self.owner}: put a dataset "
+                                       f"of {self.owner} first in notebook {nb.name!r}'s datasets")
+            dest = self.workdir / "data" / handle[1]
+        else:
+            raise DeclarationError(f"{self.project.file}: rehearse.data writes data, but notebook {nb.name!r} "
+                                   "declares neither a competition nor a dataset to attach it as")
+        dest.mkdir(parents=True, exist_ok=True)
+        _say(f"synthetic data for {nb.competition or nb.datasets[0]} in {dest}")
+        self.labels = self.hooks.data(dest, self.options.seed)
+        if self.hooks.baseline is not None and self.labels is not None:
+            self.report.baseline_score = float(self.hooks.baseline(dest, self.labels))
+        return dest
+
+    def _declared(self, nb: NotebookSpec) -> set[str]:
+        import jupytext
+
+        from kaggle_kit.notebooks import declared_parameters
+
+        source = self.root / nb.source
+        return declared_parameters(jupytext.read(source, fmt="py:percent"), source=str(source))[1]
+
+    def _render_options(self, nb: NotebookSpec, *, attach_training_output: bool = False) -> Any:
         from kaggle_kit.notebooks import RenderOptions
 
-        train_options: dict[str, Any] = {}
-        if not self.options.deadline_stop:
+        training = nb.name == self.train_nb.name
+        declared = self._declared(nb)
+        carry_output = attach_training_output and not self.mirroring
+        resumes_from_output = training and "previous_output" in declared
+        params: dict[str, Any] = {}
+        if training and "checkpoint_every_minutes" in declared:
+            params["checkpoint_every_minutes"] = self.options.checkpoint_every_s / 60.0
+        if training and not self.options.deadline_stop and "train_options" in declared:
             # Real Kaggle says nothing before the kill: no clean stop, only what was checkpointed survives.
-            train_options["deadline_margin_s"] = 0.0
+            params["train_options"] = {**dict(nb.parameters.get("train_options") or {}), "deadline_margin_s": 0.0}
+        overrides = (*self.spec.overrides, *self.options.overrides)
         return RenderOptions(
-            config=self.workload.config,
-            overrides=(*self.workload.overrides, *self.options.overrides),
-            competition=self.workload.competition,
-            checkpoint_dataset=self.checkpoint_dataset,
-            # Without a mirror, the training run's Batch output is what carries the checkpoints over.
-            kernels=(self.train_ref,) if attach_training_output and not self.mirroring else (),
-            internet=self.options.internet if kernel == "train" else False,
-            accelerator="cpu" if self.options.accelerator == "none" else "auto",
-            machine_shape=ACCELERATOR_SHAPES[self.options.accelerator],
-            extra={"checkpoint_every_minutes": self.options.checkpoint_every_s / 60.0,
-                   "train_options": train_options} if kernel == "train" else {},
+            config=self.spec.config if "config" in declared else None,
+            overrides=overrides if "overrides" in declared else (),
+            checkpoint_dataset=self.checkpoint_dataset if (training or not self.mirroring) else None,
+            # Without a mirror, the training run's Batch output is what carries the checkpoints over: the next
+            # training session names it as its previous output (searched by restore), the inference one attaches it.
+            kernels=(self.train_ref,) if carry_output and not resumes_from_output else (),
+            previous_output=self.train_ref if carry_output and resumes_from_output else None,
+            internet=self.options.internet if training else False,
+            accelerator=ACCELERATOR_SHAPES[self.options.accelerator] or "none",
+            params=params,
             models=(),
         )
 
-    def _publish_code(self) -> None:
-        from kaggle_kit.code_dataset import publish_code
+    def _publish(self, data_dir: Path | None) -> None:
+        from kaggle_kit.code_dataset import publish_code, publish_kit
 
-        published = publish_code(self.root, api=self.api, notes="rehearsal")
-        _say(f"code published as {published['ref']} ({len(published['files'])} files)")
+        ready: list[str] = []
+        if self.project.kit_dataset:
+            if self.project.kit_dataset.split("/")[0] != self.owner:
+                raise DeclarationError(f"{self.project.file}: kit-dataset {self.project.kit_dataset} is not "
+                                       f"{self.owner}'s; the offline Kaggle holds only {self.owner}'s datasets")
+            kit = publish_kit(self.project.kit_dataset, api=self.api, credentials=self.credentials,
+                              notes="rehearsal")
+            _say(f"kit published as {kit['ref']} ({len(kit['files'])} files, {kit['bytes']} bytes)")
+            ready.append(kit["ref"])
+        code = publish_code(self.project, api=self.api, credentials=self.credentials, notes="rehearsal")
+        for warning in code["warnings"]:
+            _say(f"warning: {warning}")
+        _say(f"code published as {code['ref']} ({len(code['files'])} files, {code['bytes']} bytes)")
+        ready.append(code["ref"])
+        if data_dir is not None and not self.train_nb.competition:
+            ready.append(self._publish_data(data_dir))
         # A dataset still processing is not attached to a kernel pushed meanwhile: wait, as a user would.
-        deadline = time.monotonic() + 120.0
-        while str(self.api.dataset_status(published["ref"])).lower() != "ready":
-            if time.monotonic() > deadline:
-                raise KaggleKitError(f"the code dataset {published['ref']} did not become ready within 120 s")
-            time.sleep(0.2)
+        for ref in ready:
+            deadline = time.monotonic() + 120.0
+            while str(self.api.dataset_status(ref)).lower() != "ready":
+                if time.monotonic() > deadline:
+                    raise KaggleKitError(f"the dataset {ref} did not become ready within 120 s")
+                time.sleep(0.2)
 
-    def _push(self, kernel: str, *, timeout_s: float | None, attach_training_output: bool = False) -> str:
+    def _publish_data(self, data_dir: Path) -> str:
+        ref = self.train_nb.datasets[0]
+        owner_slug = "/".join(ref.split("/")[:2])
+        meta = {"id": owner_slug, "title": f"{self.project.name} rehearsal data"[:50],
+                "licenses": [{"name": "other"}]}
+        with tempfile.TemporaryDirectory(prefix="kaggle-kit-data-") as tmp:
+            folder = Path(tmp) / "data"
+            shutil.copytree(data_dir, folder)
+            (folder / "dataset-metadata.json").write_text(json.dumps(meta))
+            self.api.dataset_create_new(str(folder), public=False, quiet=True, dir_mode="zip")
+        _say(f"data published as {owner_slug}")
+        return owner_slug
+
+    def _push(self, nb: NotebookSpec, *, timeout_s: float | None, attach_training_output: bool = False) -> str:
         from kaggle_kit.notebooks import push
 
-        options = self._render_options(kernel, attach_training_output=attach_training_output)
-        pushed = push(self.root, kernel, options, api=self.api,
-                      out_dir=self.workdir / "build" / kernel, timeout_s=timeout_s)
-        _say(f"pushed {pushed['ref']} version {pushed['version']}")
-        return str(pushed["ref"])
+        options = self._render_options(nb, attach_training_output=attach_training_output)
+        pushed = push(self.project, nb.name, options, api=self.api, out_dir=self.workdir / "build" / nb.name,
+                      timeout_s=timeout_s)
+        if pushed.problems:
+            raise KaggleKitError(pushed.describe())
+        _say(f"pushed {pushed.ref} version {pushed.version}")
+        return pushed.ref
 
     def _resolve_datasets(self) -> None:
-        """The training kernel's id and its checkpoint dataset (the render's default), or none without a mirror."""
+        """The training notebook's checkpoint dataset (as rendered), or none without a mirror."""
         from kaggle_kit.notebooks import render
 
-        self.train_ref = str(json.loads((self.root / "kernel-metadata.json").read_text())["id"])
         self.checkpoint_dataset = None if self.mirroring else ""
         probe = self.workdir / "build" / "probe"
-        rendered = render(self.root, "train", self._render_options("train"), out_dir=probe)
-        self.checkpoint_dataset = str(rendered.parameters.get("checkpoint_dataset") or "")
+        rendered = render(self.project, self.train_nb.name, self._render_options(self.train_nb), out_dir=probe)
+        self.checkpoint_dataset = rendered.checkpoint_dataset if rendered.checkpoints == "mirror" else ""
+        if self.mirroring and not self.checkpoint_dataset:
+            _say(f"WARNING: notebook {self.train_nb.name!r} does not mirror its checkpoints (checkpoints = "
+                 f"{rendered.checkpoints!r}): a killed session can resume only from its Batch output")
         shutil.rmtree(probe, ignore_errors=True)
 
     def _train_batch(self) -> None:
@@ -344,48 +516,137 @@ class _Rehearsal:
         if not self.mirroring:
             _say("internet off: no mirror; the next session resumes from this one's Batch output")
 
-        def run_one(index: int, limit: float) -> SessionRow:
+        def run_one(index: int, limit: float, resume: bool) -> SessionRow:
             started = time.monotonic()
-            ref = self._push("train", timeout_s=limit, attach_training_output=index > 1)
-            status = _wait(self.api, ref, timeout_s=limit + 120.0)
+            ref = self._push(self.train_nb, timeout_s=limit, attach_training_output=resume)
+            status = _wait(self.api, ref, timeout_s=limit + 120.0, time_limit_s=limit)
             out = self.workdir / "outputs" / f"train-{index}"
             kernel_output(ref, out, api=self.api)
-            return self._session_row(f"train #{index} (Batch)", status, time.monotonic() - started, out)
+            self._note_kit_origin(out)
+            row = self._session_row(f"train #{index} (Batch)", status, time.monotonic() - started, out)
+            row.output = out
+            return row
 
         self._train_sessions(run_one)
         self._account_losses()
-        self._final_state(self.workdir / "outputs" / f"train-{len(self.report.sessions)}")
+        self._final_state(self.workdir / "outputs" / f"train-{len(self._train_rows())}")
 
-    def _train_sessions(self, run_one: Callable[[int, float], SessionRow]) -> None:
-        """The first session, killed at its time limit; then the second, which must resume and finish."""
-        kill = self.options.kill_after_s
-        for index in (1, 2):
-            limit = kill if (index == 1 and kill > 0) else self.options.session_timeout_s
-            row = run_one(index, limit)
-            self.report.sessions.append(row)
-            _say(f"session {index}: {row.status} after {row.wall_s:.0f} s, step {row.step_end} ({row.note})")
-            if row.status == "COMPLETE":
+    def _train_rows(self) -> list[SessionRow]:
+        return [s for s in self.report.sessions if s.name.startswith("train")]
+
+    def _train_sessions(self, run_one: Callable[[int, float, bool], SessionRow]) -> None:
+        """Batch or Interactive training: a reference run first when the kill is placed automatically, then the
+        first session killed at its time limit and the second, which must resume and finish."""
+        kill = self.kill
+        if kill is None:
+            kill = self._reference_run(run_one)
+            if kill is None:
                 return
-            if row.status != "KILLED":
-                raise KaggleKitError(f"training session {index} failed: {row.note}")
-        raise KaggleKitError("the resumed training session did not finish: raise the session limit "
-                             f"({self.options.session_timeout_s:.0f} s) or train for fewer epochs")
+        for attempt in range(2):
+            first = run_one(len(self._train_rows()) + 1, kill, False) if kill > 0 else None
+            if first is not None:
+                self.report.sessions.append(first)
+                _say(f"session {first.name}: {first.status} after {first.wall_s:.0f} s, step {first.step_end} "
+                     f"({first.note})")
+                if first.status == "COMPLETE":
+                    if self.kill is None and attempt == 0:
+                        kill = self._retry(kill, 0.6, "the training finished before the kill")
+                        continue
+                    self.report.notes.append(f"the first session finished before the kill at {kill:.0f} s: no "
+                                             "kill was rehearsed (lower --kill-after, or train longer)")
+                    return
+                if first.status != "KILLED":
+                    raise KaggleKitError(f"training session {first.name} failed: {first.note}")
+            second = run_one(len(self._train_rows()) + 1, self.options.session_timeout_s, first is not None)
+            self.report.sessions.append(second)
+            _say(f"session {second.name}: {second.status} after {second.wall_s:.0f} s, step {second.step_end} "
+                 f"({second.note})")
+            if second.status != "COMPLETE":
+                raise KaggleKitError("the resumed training session did not finish: raise the session limit "
+                                     f"({self.options.session_timeout_s:.0f} s) or train for fewer epochs")
+            if first is not None and not second.resumed_from:
+                if self.kill is None and attempt == 0:
+                    kill = self._retry(kill, 1.6, "the kill came before the first checkpoint")
+                    continue
+                self.report.resume_missed = True
+                self.report.notes.append(f"the kill at {kill:.0f} s came before the first checkpoint: the second "
+                                         "session started over, no resume was rehearsed (raise --kill-after, or "
+                                         "--kill-after auto)")
+            return
+
+    def _reference_run(self, run_one: Callable[[int, float, bool], SessionRow]) -> float | None:
+        """Trains once without a kill and returns where to kill the next run: half-way through its training (None
+        when the run cannot be repeated: an Interactive session without a mirror keeps nothing)."""
+        if self.options.run_type == "Interactive" and not self.mirroring:
+            self.report.notes.append("no reference run: an Interactive session without a mirror keeps nothing")
+            return 0.0
+        row = run_one(1, self.options.session_timeout_s, False)
+        row.name = "train #1 (reference)"
+        self.report.sessions.append(row)
+        _say(f"reference run: {row.status} after {row.wall_s:.0f} s, step {row.step_end}")
+        if row.status != "COMPLETE":
+            raise KaggleKitError(f"the reference training session failed: {row.note}")
+        self.report.reference_sha256 = self._digest_of(row)
+        if row.training_bounds is None:
+            raise KaggleKitError(f"the reference session's log does not say when training started and ended (the "
+                                 "notebook prints \"fresh start\" before training and \"N steps this session\" "
+                                 "after it): pass --kill-after SECONDS")
+        start, end = row.training_bounds
+        cadence = self.options.checkpoint_every_s
+        if end - start < 2.5 * cadence:
+            self.report.notes.append(f"training takes {end - start:.0f} s, too short for a kill after a checkpoint "
+                                     f"every {cadence:.0f} s: lower --checkpoint-every or train longer")
+        kill = start + max((end - start) / 2, 1.5 * cadence)
+        _say(f"training ran from {start:.0f} s to {end:.0f} s of the session: the next run is killed at {kill:.0f} s")
+        self._reset_run()
+        return kill
+
+    def _retry(self, kill: float, factor: float, why: str) -> float:
+        later = kill * factor
+        _say(f"{why} (kill at {kill:.0f} s): trying again with the kill at {later:.0f} s")
+        self.report.notes.append(f"{why} at {kill:.0f} s; rehearsed again with the kill at {later:.0f} s")
+        self._reset_run()
+        return later
+
+    def _digest_of(self, row: SessionRow) -> str | None:
+        if row.output is not None:
+            newest = _newest_checkpoint(row.output)
+            return _weights(newest)[0] if newest is not None and newest.is_file() else None
+        if self.checkpoint_dataset:
+            return self._mirror_digest()
+        return None
+
+    def _mirror_digest(self) -> str | None:
+        dest = self.workdir / "outputs" / f"mirror-{len(self._train_rows())}"
+        dest.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset's URL even when quiet
+            self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
+        newest = _newest_checkpoint(dest)
+        return _weights(newest)[0] if newest is not None else None
+
+    def _reset_run(self) -> None:
+        """A clean slate for the next run: the mirror dataset deleted (the next session starts fresh)."""
+        if self.checkpoint_dataset:
+            owner, slug = self.checkpoint_dataset.split("/")
+            self.api.dataset_delete(owner, slug, no_confirm=True)
 
     def _session_row(self, name: str, status: dict[str, Any], wall: float, out: Path) -> SessionRow:
         from kaggle_kit.training import PROGRESS_FILE
 
         progress = next((p for p in [out / PROGRESS_FILE, *out.rglob(PROGRESS_FILE)] if p.is_file()), None)
         data = _read_json(progress) if progress else None
-        state = str(status.get("status"))
-        failure = str(status.get("failure_message") or "")
-        killed = state == "ERROR" and ("time limit" in failure or "quota" in failure)
-        row = SessionRow(name=name, status="KILLED" if killed else state, wall_s=wall, note=failure or "finished")
+        outcome = status["outcome"]
+        row = SessionRow(name=name, status="KILLED" if outcome.kind == KILLED else outcome.status, wall_s=wall,
+                         note=outcome.reason)
         if data:
             row.step_end = data.get("step")
             row.steps = data.get("steps_this_session")
             row.resumed_from = data.get("resumed_from_step")
             if row.steps and data.get("time") and data.get("session_start_time"):
                 row.seconds_per_step = (float(data["time"]) - float(data["session_start_time"])) / row.steps
+        logs = sorted(out.glob("*.log"))
+        row.session_s = _log_span(logs[0]) if logs else None
+        row.training_bounds = _training_bounds(logs[0]) if logs else None
         return row
 
     def _account_losses(self) -> None:
@@ -409,25 +670,44 @@ class _Rehearsal:
             self.report.final_score = float(value) if value is not None else None
         newest = _newest_checkpoint(out)
         if newest is not None and newest.is_file():
-            self.report.weights_sha256 = _weights_digest(newest)
+            self.report.weights_sha256, self.report.model_shapes = _weights(newest)
 
-    def _train_interactive(self, sandbox: Any, competition_dir: Path) -> None:
-        from kaggle_kit.code_dataset import stage_code
+    def _note_kit_origin(self, out: Path) -> None:
+        """Where the session imported the kit from, as its bootstrap printed it."""
+        for log in sorted(out.glob("*.log")):
+            origin = kit_origin_in(_log_text(log))
+            if origin and self.report.kit_origin is None:
+                self.report.kit_origin = origin
+
+    def _train_interactive(self, sandbox: Any, data_dir: Path | None) -> None:
+        from kaggle_kit.code_dataset import stage_code, stage_kit
         from kaggle_kit.notebooks import render
         from kaggle_kit.sim.sandbox import InputMount, SessionSpec
 
         self._resolve_datasets()
-        rendered = render(self.root, "train", self._render_options("train"), out_dir=self.workdir / "build" / "train")
+        rendered = render(self.project, self.train_nb.name, self._render_options(self.train_nb),
+                          out_dir=self.workdir / "build" / self.train_nb.name)
         if not self.mirroring:
             _say("WARNING: Interactive with internet off: nothing survives the session; the second one starts over")
-        # The code dataset, attached as a user would attach it to an interactive notebook.
+        # The datasets, attached as a user would attach them to an interactive notebook.
+        mounts: list[Any] = []
         code = self.workdir / "code"
-        stage_code(self.root, code)
-        owner, slug = str(rendered.parameters["code_dataset"]).split("/")
-        mounts = (InputMount(competition_dir, (f"competitions/{competition_dir.name}", competition_dir.name)),
-                  InputMount(code, (f"datasets/{owner}/{slug}", slug)))
-        def run_one(index: int, limit: float) -> SessionRow:
-            spec = SessionSpec(rendered.notebook, run_type="Interactive", mounts=mounts,
+        stage_code(self.root, code, rules=self.project.publish, secrets=[self.key])
+        attached = [(code, self.project.code_dataset)]
+        if self.project.kit_dataset:
+            stage_kit(self.workdir / "kit")
+            attached.append((self.workdir / "kit", self.project.kit_dataset))
+        if data_dir is not None and self.train_nb.competition:
+            slug = self.train_nb.competition
+            mounts.append(InputMount(data_dir, "competition", slug))
+        elif data_dir is not None:
+            attached.append((data_dir, "/".join(self.train_nb.datasets[0].split("/")[:2])))
+        for folder, handle in attached:
+            mounts.append(InputMount(folder, "dataset", handle))
+
+        def run_one(index: int, limit: float, resume: bool) -> SessionRow:
+            spec = SessionSpec(rendered.notebook, run_type="Interactive", mounts=tuple(mounts),
+                               input_layout=self.options.input_layout,
                                internet=self.options.internet, accelerator=self.options.accelerator,
                                time_limit_s=limit, api_url=self.server.url if self.options.internet else None,
                                secrets={envvars.USERNAME: self.owner, envvars.KEY: self.key})
@@ -446,7 +726,14 @@ class _Rehearsal:
         else:
             status, note = str(result.status), result.failure_message or "finished"
         row = SessionRow(name=name, status=status, wall_s=wall, note=f"{note}; working folder wiped")
-        log = Path(result.log_path).read_text(errors="replace") if result.log_path else ""
+        log_path = Path(result.log_path) if result.log_path else None
+        log = _log_text(log_path) if log_path and log_path.is_file() else ""
+        row.session_s = float(result.wall_s) if result.wall_s else None
+        if log_path is not None and log_path.is_file():
+            row.training_bounds = _training_bounds(log_path)
+        origin = kit_origin_in(log)
+        if origin and self.report.kit_origin is None:
+            self.report.kit_origin = origin
         resumed = re.search(r"resuming at step (\d+)", log)
         row.resumed_from = int(resumed.group(1)) if resumed else (0 if "fresh start" in log else None)
         finished = re.search(r"(\w+): step (\d+), (\d+) steps this session", log)
@@ -457,10 +744,11 @@ class _Rehearsal:
     def _final_from_mirror(self) -> None:
         dest = self.workdir / "outputs" / "mirror"
         dest.mkdir(parents=True, exist_ok=True)
-        self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset's URL even when quiet
+            self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
         newest = _newest_checkpoint(dest)
         if newest is not None:
-            self.report.weights_sha256 = _weights_digest(newest)
+            self.report.weights_sha256, self.report.model_shapes = _weights(newest)
         info = _read_json(newest.with_name(newest.name[: -len(TENSOR_SUFFIX)] + STATE_SUFFIX)) if newest else None
         if info and isinstance(info.get("best"), dict) and info["best"].get("value") is not None:
             self.report.final_score = float(info["best"]["value"])
@@ -474,26 +762,32 @@ class _Rehearsal:
             if row.resumed_from is None:
                 row.resumed_from = previous.get("last_step")
 
-    def _infer(self, solution: Path) -> None:
+    def _infer(self) -> None:
         from kaggle_kit.kernels import kernel_output
 
+        assert self.infer_nb is not None
         if not self.checkpoint_dataset:
             _say("no checkpoint dataset (mirroring off): the inference notebook reads the training run's output")
         started = time.monotonic()
-        ref = self._push("infer", timeout_s=self.options.session_timeout_s, attach_training_output=True)
+        ref = self._push(self.infer_nb, timeout_s=self.options.session_timeout_s, attach_training_output=True)
         status = _wait(self.api, ref, timeout_s=self.options.session_timeout_s + 120.0)
         wall = time.monotonic() - started
         out = self.workdir / "outputs" / "infer"
         kernel_output(ref, out, api=self.api)
-        row = SessionRow(name="infer (Batch, internet off)", status=str(status["status"]), wall_s=wall,
+        row = SessionRow(name=f"{self.infer_nb.name} (Batch, internet off)", status=str(status["status"]), wall_s=wall,
                          note=str(status.get("failure_message") or "finished"))
         self.report.sessions.append(row)
         submission = out / "submission.csv"
         if status["status"] != "COMPLETE" or not submission.is_file():
             self.report.submission_problem = f"inference did not write submission.csv: {row.note}"
             return
+        if self.hooks.score is None or self.labels is None:
+            self.report.submission_valid = True
+            self.report.notes.append("submission written but not scored: declare rehearse.data returning the "
+                                     "labels and rehearse.score")
+            return
         try:
-            self.report.submission_score = self.workload.score(solution, submission)
+            self.report.submission_score = float(self.hooks.score(self.labels, submission))
             self.report.submission_valid = True
         except KaggleKitError as exc:
             self.report.submission_problem = str(exc)
@@ -516,34 +810,44 @@ class _Rehearsal:
             self.report.dataset_versions[ref] = int(reply.get("current_version_number") or 0)
 
 
-def rehearse(root: str | os.PathLike[str] | None = None, options: RehearsalOptions | None = None) -> RehearsalReport:
-    """Rehearse a whole Kaggle training run offline (see the module docstring)."""
-    from kaggle_kit.root import find_root
+def rehearse(root: str | os.PathLike[str] | Project, options: RehearsalOptions | None = None) -> RehearsalReport:
+    """Rehearse a whole Kaggle training run of the project declared at ``root`` offline (see the module docstring).
 
+    Raises:
+        DeclarationError: no declaration, or one the rehearsal cannot follow.
+        KaggleKitError: bad options, a busy work folder, a session that failed.
+    """
     options = options or RehearsalOptions()
     if options.run_type not in ("Batch", "Interactive"):
         raise KaggleKitError(f"run type {options.run_type!r}: use Batch or Interactive")
     if options.accelerator not in ACCELERATOR_SHAPES:
         raise KaggleKitError(f"accelerator {options.accelerator!r}: use one of {', '.join(ACCELERATOR_SHAPES)}")
-    if options.kill_after_s < 0:
-        raise KaggleKitError("--kill-after must be 0 (no kill) or more seconds")
-    project = Path(root) if root is not None else find_root().path
+    kill = options.kill_after_s
+    if kill is not None and kill != "auto" and (isinstance(kill, str) or kill < 0):
+        raise KaggleKitError(f"--kill-after {kill!r}: write auto, 0 (no kill) or more seconds")
+    if options.input_layout not in ("current", "legacy"):
+        raise KaggleKitError(f"input layout {options.input_layout!r}: use current or legacy")
+    project = root if isinstance(root, Project) else load_project(Path(root))
     workdir = options.workdir.resolve()
     if workdir.exists() and any(workdir.iterdir()):
         raise KaggleKitError(f"{workdir} is not empty: remove it or pass another --workdir")
-    workload = load_workload(options.workload)
+    hooks = load_hooks(project)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         with _client_sandboxed(workdir):
-            return _Rehearsal(project, options, workload).run()
+            return _Rehearsal(project, options, hooks).run()
     finally:
         if not options.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -> str:
+def format_report(report: RehearsalReport) -> str:
     """The summary table."""
     lines = ["", "Rehearsal summary", ""]
+    if report.isolation_note:
+        lines += [f"SANDBOX NOT ISOLATED: {report.isolation_note}. The sessions saw this machine's files (the kit's "
+                  "installation included) and, without internet, its network: what passed here may fail on Kaggle.",
+                  ""]
     header = f"{'session':<30} {'status':<10} {'wall':>7} {'steps':>6} {'at step':>8} {'lost at kill':>22}"
     lines += [header, "-" * len(header)]
     for s in report.sessions:
@@ -558,12 +862,15 @@ def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -
         lines.append(f"checkpoint dataset {ref}: {number} version(s)")
     if report.final_score is not None:
         lines.append(f"final validation score: {report.final_score:.4f} "
-                     f"(baseline, predicting {workload_baseline}: {report.baseline_score:.4f})")
+                     + (f"(baseline, predicting {report.baseline_name}: {report.baseline_score:.4f})"
+                        if report.baseline_score is not None else ""))
     if not report.inferred:
-        lines.append("submission: not rehearsed (--no-infer)")
+        lines.append("submission: not rehearsed (no inference notebook declared, or --no-infer)")
+    elif report.submission_valid and report.submission_score is not None:
+        baseline = f" (baseline {report.baseline_score:.4f})" if report.baseline_score is not None else ""
+        lines.append(f"submission: valid, test score {report.submission_score:.4f}{baseline}")
     elif report.submission_valid:
-        lines.append(f"submission: valid, test score {report.submission_score:.4f} "
-                     f"(baseline {report.baseline_score:.4f})")
+        lines.append("submission: written, not scored")
     else:
         lines.append(f"submission: NOT valid: {report.submission_problem}")
     if report.gpu_quota_used_h is not None:
@@ -571,5 +878,16 @@ def format_report(report: RehearsalReport, workload_baseline: str = "trivial") -
                      f"{report.gpu_quota_total_h:.0f} h")
     if report.weights_sha256:
         lines.append(f"final weights sha256: {report.weights_sha256}")
+    lines.append(f"inputs under the {report.input_layout} layout (/kaggle/input/"
+                 f"{'datasets/<owner>/<slug>' if report.input_layout == 'current' else '<slug>'})")
+    if report.bit_identical is not None:
+        lines.append("resumed run bit-identical to the uninterrupted reference run: "
+                     + ("yes" if report.bit_identical else f"NO (reference {report.reference_sha256})"))
+    if report.model_shapes:
+        lines.append(f"model tensors: {len(report.model_shapes)}, "
+                     f"{sum(math.prod(s) for s in report.model_shapes.values())} values")
+    if report.kit_origin:
+        lines.append(f"the sessions imported the kit from {report.kit_origin}")
+    lines += [f"note: {note}" for note in report.notes]
     lines.append(f"wall time: {report.wall_s:.0f} s")
     return "\n".join(lines)

@@ -18,35 +18,45 @@
 # backbone) the DINOv2 model attached; nothing is downloaded.
 
 # %% tags=["parameters"]
-config = "default"
+project = "cmfd"
+kit_dataset = None
+config = "kaggle_kit/cmfd/configs/default.yaml"
 overrides = []
 competition = "recodai-luc-scientific-image-forgery-detection"
 code_dataset = None
 checkpoint_dataset = None
 accelerator_plan = "auto"
 
-# %% bootstrap: find the kit (the attached code dataset, a clone, or an installed package)
+# %% bootstrap: put the kit and this project on sys.path (a clone, the attached datasets, or an installed kit)
 import os
 import sys
 from pathlib import Path
 
-
-def _kit_candidates():
-    here = Path.cwd().resolve()
-    yield from (here, *here.parents)
-    inputs = Path(os.environ.get("KAGGLE_KIT_KAGGLE_ROOT", "/kaggle")) / "input"
-    if code_dataset:
-        owner, slug = code_dataset.split("/")
-        yield from (inputs / "datasets" / owner / slug, inputs / slug)
+_inputs = Path(os.environ.get("KAGGLE_KIT_KAGGLE_ROOT", "/kaggle")) / "input"
 
 
-_kit = next((p for p in _kit_candidates() if (p / "kaggle_kit" / "__init__.py").is_file()), None)
+def _attached(handle):
+    """An attached dataset's folder under either input layout, or None."""
+    owner, slug = handle.split("/")[:2]
+    return next((p for p in (_inputs / "datasets" / owner / slug, _inputs / slug) if p.is_dir()), None)
+
+
+# The kit: a clone holding this folder, else the kit dataset, else the code dataset carrying it, else an install.
+_here = Path.cwd().resolve()
+_places = [_here, *_here.parents, *(_attached(h) for h in (kit_dataset, code_dataset) if h)]
+_kit = next((p for p in _places if p is not None and (p / "kaggle_kit" / "__init__.py").is_file()), None)
 if _kit is not None and str(_kit) not in sys.path:
     sys.path.insert(0, str(_kit))
+    # Python processes the kit starts (the mirror's uploader, DDP ranks) import it from the same place.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(_kit), *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ["KAGGLE_KIT_PROJECT"] = project  # every find_root() in this session looks for this project
 
-from kaggle_kit import find_root
+from kaggle_kit.hotreload import enable_autoreload
+from kaggle_kit.root import find_root, kit_origin
 
-root = find_root(_kit)
+root = find_root(project=project, add_to_path=True)
+enable_autoreload()
+print(kit_origin())
 print(f"project root: {root.path} ({root.reason})")
 
 # %% config and device

@@ -18,7 +18,9 @@
 # (Save Version) after a killed or timed-out session: training continues from the newest mirrored checkpoint.
 
 # %% tags=["parameters"]
-config = "default"
+project = "cmfd"
+kit_dataset = None
+config = "kaggle_kit/cmfd/configs/default.yaml"
 overrides = []
 competition = "recodai-luc-scientific-image-forgery-detection"
 code_dataset = None
@@ -26,31 +28,41 @@ checkpoint_dataset = None
 accelerator_plan = "auto"
 checkpoint_every_minutes = 10.0
 train_options = {}
+run_name = None  # names the run (its checkpoints' identity) with the checkpoint dataset, or alone without one
+previous_output = None  # the earlier session's output (owner/slug): where a run without a mirror resumes from
+kernel = None  # this notebook's owner/slug, set by render: the run's identity without a mirror or a run name
 on_memory_shortfall = "accumulate"  # or "suggest": keep the global batch by accumulation, or only propose a batch
 
-# %% bootstrap: find the kit (a clone, the attached code dataset, or an installed package), enable hot reload
+# %% bootstrap: put the kit and this project on sys.path (a clone, the attached datasets, or an installed kit)
 import os
 import sys
 from pathlib import Path
 
-
-def _kit_candidates():
-    here = Path.cwd().resolve()
-    yield from (here, *here.parents)
-    inputs = Path(os.environ.get("KAGGLE_KIT_KAGGLE_ROOT", "/kaggle")) / "input"
-    if code_dataset:
-        owner, slug = code_dataset.split("/")
-        yield from (inputs / "datasets" / owner / slug, inputs / slug)
+_inputs = Path(os.environ.get("KAGGLE_KIT_KAGGLE_ROOT", "/kaggle")) / "input"
 
 
-_kit = next((p for p in _kit_candidates() if (p / "kaggle_kit" / "__init__.py").is_file()), None)
+def _attached(handle):
+    """An attached dataset's folder under either input layout, or None."""
+    owner, slug = handle.split("/")[:2]
+    return next((p for p in (_inputs / "datasets" / owner / slug, _inputs / slug) if p.is_dir()), None)
+
+
+# The kit: a clone holding this folder, else the kit dataset, else the code dataset carrying it, else an install.
+_here = Path.cwd().resolve()
+_places = [_here, *_here.parents, *(_attached(h) for h in (kit_dataset, code_dataset) if h)]
+_kit = next((p for p in _places if p is not None and (p / "kaggle_kit" / "__init__.py").is_file()), None)
 if _kit is not None and str(_kit) not in sys.path:
     sys.path.insert(0, str(_kit))
+    # Python processes the kit starts (the mirror's uploader, DDP ranks) import it from the same place.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(_kit), *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ["KAGGLE_KIT_PROJECT"] = project  # every find_root() in this session looks for this project
 
-from kaggle_kit import enable_autoreload, find_root
+from kaggle_kit.hotreload import enable_autoreload
+from kaggle_kit.root import find_root, kit_origin
 
-root = find_root(_kit)
+root = find_root(project=project, add_to_path=True)
 enable_autoreload()
+print(kit_origin())
 print(f"project root: {root.path} ({root.reason})")
 
 # %% preflight: root, inputs, accelerator against the plan, internet, credentials, mirror, quota
@@ -97,11 +109,13 @@ evaluate = ScoreFunction(validation_score, train_cfg.monitor, args=(val_cases, c
 print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 # %% restore: the newest checkpoint from this session, the attached inputs or the mirror dataset
-from kaggle_kit import checkpointer_for_rank
+from kaggle_kit import checkpointer_for_rank, run_id_for
 
+run_id = run_id_for(mirror_handle=checkpoint_dataset, run_name=run_name, project=project, kernel=kernel)
 make_checkpointer = partial(checkpointer_for_rank, directory=env.working_dir() / "checkpoints",
                             mirror=checkpoint_dataset, every_minutes=checkpoint_every_minutes,
-                            monitor=train_cfg.monitor, mode=train_cfg.monitor_mode, config=cfg)
+                            monitor=train_cfg.monitor, mode=train_cfg.monitor_mode, config=cfg, run_id=run_id,
+                            resume_inputs=[previous_output] if previous_output else [])
 checkpointer = make_checkpointer(0)
 restored = checkpointer.restore(model=model)
 print("fresh start" if restored is None else f"resuming at step {restored.step} from {restored.source}")

@@ -74,6 +74,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--every-seconds", type=float, default=0.05)
     parser.add_argument("--step-sleep", type=float, default=0.0)
     parser.add_argument("--mirror", default="")
+    parser.add_argument("--run-name", default=None)
+    parser.add_argument("--resume-input", action="append", default=[])
     parser.add_argument("--kill-in-write", type=int, default=0)
     parser.add_argument("--kill-in-upload", type=int, default=0)
     parser.add_argument("--sigterm-at", type=int, default=0)
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
     ckpt = Checkpointer(
         args.ckpt_dir, mirror=mirror, keep=2, every_seconds=args.every_seconds, monitor="loss", mode="min",
-        config={"seed": args.seed, "steps": args.steps, "hidden": 32},
+        config={"seed": args.seed, "steps": args.steps, "hidden": 32}, run_name=args.run_name,
+        resume_inputs=args.resume_input,
     )
     restored = ckpt.restore(model=model, optimizer=optimizer, scheduler=scheduler)
     step, epoch, position = 0, 0, 0

@@ -4,24 +4,33 @@
   Kaggle credentials, endpoints or notebook variables inherited from the machine. Yields the isolated HOME.
 * ``sim_server``: a running ``SimServer`` (user ``alice``, a 32-hex key, a sandbox when
   ``kaggle_kit.sim.sandbox`` is importable), shared by the tests of one module (use distinct slugs per test).
+  Kaggle's limits, except that a single-file download over 1 KiB arrives zipped, so the kit's checkpoint downloads
+  take that path; a test that needs other settings uses ``with sim_server.configured(name=value):``.
   Exports KAGGLE_USERNAME/KAGGLE_KEY and KAGGLE_KIT_API_ENDPOINT, points in-process clients at it, and clears
   armed faults after each test. ``sim_server.client_env()`` adds what a CLI subprocess needs
   (KAGGLE_API_ENVIRONMENT=LOCALHOST, HTTP_PROXY, no NO_PROXY); HTTP_PROXY is never set in this process.
 * ``kaggle_cli``: runs the real ``kaggle`` CLI as a subprocess against ``sim_server``.
+* ``kit_attached``: the kit attached to a sandboxed session the way Kaggle allows it, as a dataset: its ``mount``
+  for ``SessionSpec.mounts`` and the ``bootstrap`` cell that puts it on ``sys.path`` (a session sees nothing else of
+  this machine, the kit's installation included).
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 SIM_USER = "alice"
+REPO = Path(__file__).resolve().parents[1]
+KIT_DATASET = "kaggle-kit/kaggle-kit"  # owner/slug of the kit attached as a dataset
 
 _LEAKY_VARS = (
     "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_API_ENVIRONMENT", "KAGGLE_CONFIG_DIR",
@@ -77,11 +86,12 @@ def _make_sandbox(workdir: Path) -> object | None:
 
 @pytest.fixture(scope="module")
 def _sim_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from kaggle_kit.sim.server import SimServer
+    from kaggle_kit.sim.server import SimServer, SimSettings
 
     root = tmp_path_factory.mktemp("sim")
     server = SimServer(root / "state", username=SIM_USER, key=secrets.token_hex(16), processing_seconds=0.0,
-                       sandbox=_make_sandbox(root / "sandbox"), competitions_dir=root / "competitions")
+                       sandbox=_make_sandbox(root / "sandbox"), competitions_dir=root / "competitions",
+                       settings=SimSettings(zip_single_files_over_bytes=1024))
     (root / "competitions").mkdir()
     with server:
         yield server
@@ -130,3 +140,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@dataclass(frozen=True)
+class AttachedKit:
+    """The kit as a dataset ``kaggle-kit/kaggle-kit`` whose top folder holds the ``kaggle_kit`` package."""
+
+    folder: Path
+    handle: str = KIT_DATASET
+
+    @property
+    def mount(self) -> Any:
+        """The dataset for ``SessionSpec.mounts``, placed where the session's input layout puts datasets."""
+        from kaggle_kit.sim.sandbox import InputMount
+
+        return InputMount(self.folder, "dataset", self.handle)
+
+    @property
+    def bootstrap(self) -> str:
+        """A notebook's first cell: find the attached kit under either layout and put it on ``sys.path`` (the kit
+        passes it on to the Python processes it starts)."""
+        owner, slug = self.handle.split("/")
+        return (
+            "import os, sys\n"
+            "_inputs = os.path.join(os.environ.get('KAGGLE_KIT_KAGGLE_ROOT', '/kaggle'), 'input')\n"
+            f"_kit = next(p for p in (os.path.join(_inputs, 'datasets', {owner!r}, {slug!r}), "
+            f"os.path.join(_inputs, {slug!r}))\n"
+            "            if os.path.isfile(os.path.join(p, 'kaggle_kit', '__init__.py')))\n"
+            "sys.path.insert(0, _kit)"
+        )
+
+
+@pytest.fixture(scope="session")
+def kit_attached(tmp_path_factory: pytest.TempPathFactory) -> AttachedKit:
+    """This checkout's kit, copied into a dataset folder (with its byte code, so sessions import it fast)."""
+    folder = tmp_path_factory.mktemp("kit") / "dataset"  # mktemp's own folder is private to this user
+    folder.mkdir(mode=0o755)
+    shutil.copytree(REPO / "kaggle_kit", folder / "kaggle_kit")
+    for path in folder.rglob("*"):  # readable by the session's unprivileged id, whatever this checkout's umask
+        path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
+    return AttachedKit(folder)

@@ -102,19 +102,25 @@ def test_unstorable_extra_is_refused_by_name(tmp_path: Path, kaggle_root: Path) 
     assert ck.checkpoints() == []
 
 
-def test_half_written_checkpoint_is_ignored_and_cleaned(tmp_path: Path, kaggle_root: Path) -> None:
-    ck = Checkpointer(tmp_path / "ck")
-    _save(ck, 1)
+def test_half_written_checkpoint_is_reported_kept_and_removed_once_older(tmp_path: Path, kaggle_root: Path) -> None:
     folder = tmp_path / "ck"
-    # A crash after the data files but before the manifest: step 2 was never committed.
+    ck = Checkpointer(folder)
+    _save(ck, 1)
+    # A crash after the data files but before the manifest: step 2 was never committed (or its manifest was deleted).
     (folder / "step-0000000002.pt").write_bytes(b"partial")
     (folder / "step-0000000002.json").write_text("{")
     (folder / ".step-0000000003.pt.99.tmp").write_bytes(b"partial")
-    ck2 = Checkpointer(folder)
+    (folder / "step-0000000000.pt").write_bytes(b"left by an interrupted delete")
+    with pytest.warns(RuntimeWarning, match=r"step-0000000002\.json, step-0000000002\.pt have no manifest"):
+        ck2 = Checkpointer(folder)
     assert [i.step for i in ck2.checkpoints()] == [1]
-    assert not (folder / "step-0000000002.pt").exists() and not (folder / ".step-0000000003.pt.99.tmp").exists()
+    # Newer than every completed checkpoint: kept (it may be all that is left of a run); older: removed.
+    assert (folder / "step-0000000002.pt").exists() and (folder / ".step-0000000003.pt.99.tmp").exists()
+    assert not (folder / "step-0000000000.pt").exists()
     restored = ck2.restore(model=_model())
     assert restored is not None and restored.step == 1
+    _save(ck2, 4)
+    assert not (folder / "step-0000000002.pt").exists() and not (folder / ".step-0000000003.pt.99.tmp").exists()
 
 
 def test_keep_last_k_and_the_best(tmp_path: Path, kaggle_root: Path) -> None:
@@ -211,32 +217,33 @@ def test_config_change_warns_with_the_changed_key(tmp_path: Path, kaggle_root: P
         Checkpointer(tmp_path / "ck", config={"lr": 0.2, "epochs": 3}).restore(model=_model())
 
 
-def test_resume_from_attached_inputs_under_both_layouts(tmp_path: Path, kaggle_root: Path) -> None:
+def test_resume_from_named_inputs_under_both_layouts(tmp_path: Path, kaggle_root: Path) -> None:
     older, newer = tmp_path / "older", tmp_path / "newer"
-    _save(Checkpointer(older), 5)
-    _save(Checkpointer(newer), 9)
+    _save(Checkpointer(older, run_name="exp"), 5)
+    _save(Checkpointer(newer, run_name="exp"), 9)
     # An earlier notebook's output (current layout, checkpoints in a sub-folder) and a dataset (legacy layout).
     nested = kaggle_root / "input" / "notebooks" / "alice" / "train-run" / "checkpoints"
     nested.parent.mkdir(parents=True)
     newer.rename(nested)
     older.rename(kaggle_root / "input" / "my-ckpts")
     work = kaggle_root / "working" / "checkpoints"
-    ck = Checkpointer(work)
+    ck = Checkpointer(work, run_name="exp", resume_inputs=["alice/train-run", "alice/my-ckpts"])
     restored = ck.restore(model=_model())
     assert restored is not None and restored.step == 9 and restored.source == "input"
     # The restored checkpoint is adopted locally, so this session's output carries it even before the next save.
     assert [i.step for i in ck.checkpoints()] == [9]
-    assert Checkpointer(work).restore(model=_model()).source == "local"
+    assert Checkpointer(work, run_name="exp").restore(model=_model()).source == "local"
 
 
 def test_local_wins_a_tie_and_newer_input_wins(tmp_path: Path, kaggle_root: Path) -> None:
     work = kaggle_root / "working" / "checkpoints"
-    _save(Checkpointer(work), 3)
+    _save(Checkpointer(work, run_name="exp"), 3)
     dataset = kaggle_root / "input" / "datasets" / "alice" / "run-ckpts"
-    _save(Checkpointer(dataset), 3)
-    assert Checkpointer(work).restore(model=_model()).source == "local"
-    _save(Checkpointer(dataset), 4)
-    assert Checkpointer(work).restore(model=_model()).step == 4
+    _save(Checkpointer(dataset, run_name="exp"), 3)
+    inputs = ["alice/run-ckpts"]
+    assert Checkpointer(work, run_name="exp", resume_inputs=inputs).restore(model=_model()).source == "local"
+    _save(Checkpointer(dataset, run_name="exp"), 4)
+    assert Checkpointer(work, run_name="exp", resume_inputs=inputs).restore(model=_model()).step == 4
 
 
 def test_nothing_to_restore_returns_none(tmp_path: Path, kaggle_root: Path) -> None:

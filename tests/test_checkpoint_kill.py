@@ -28,9 +28,14 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
+# The run's name, and the earlier session's output the next session names as its resume input.
+RUN = ("--run-name", "kill-test", "--resume-input", "alice/run-v1")
+
+
 def _run(root: Path, ckpt: Path, out: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--ckpt-dir", str(ckpt), "--out", str(out), "--steps", str(STEPS), *extra],
+        [sys.executable, str(SCRIPT), "--ckpt-dir", str(ckpt), "--out", str(out), "--steps", str(STEPS), *RUN,
+         *extra],
         env=_env(root), capture_output=True, text=True, timeout=timeout,
     )
 
@@ -38,7 +43,7 @@ def _run(root: Path, ckpt: Path, out: Path, *extra: str, timeout: float = 120) -
 def _kill_at_random(root: Path, ckpt: Path, out: Path, rng: random.Random) -> None:
     """Start a run, let it write its first checkpoint, SIGKILL it a random moment later."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--ckpt-dir", str(ckpt), "--out", str(out), "--steps", str(STEPS),
+        [sys.executable, str(SCRIPT), "--ckpt-dir", str(ckpt), "--out", str(out), "--steps", str(STEPS), *RUN,
          "--step-sleep", "0.01"],
         env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )

@@ -14,7 +14,7 @@ from kaggle_kit.cmfd.inference import predict_cases, predict_folder, score_predi
 from kaggle_kit.cmfd.losses import CMFDLoss
 from kaggle_kit.cmfd.metric import score_files
 from kaggle_kit.cmfd.model import build_model
-from kaggle_kit.cmfd.rehearsal import WORKLOAD, make_demo_competition
+from kaggle_kit.cmfd.rehearsal import make_demo_competition
 from kaggle_kit.cmfd.synthetic import make_synthetic_competition
 
 STEPS = 300
@@ -89,11 +89,15 @@ def test_entry_points_plug_into_the_generic_training_loop(tmp_path: Path) -> Non
     assert 0.0 <= result.history[-1]["val_score"] <= 1.0
 
 
-def test_rehearsal_workload_is_registered_and_scores(tmp_path: Path) -> None:
-    from kaggle_kit.rehearsal import load_workload
+def test_the_cmfd_project_declares_rehearsal_hooks_that_score(tmp_path: Path) -> None:
+    from kaggle_kit.project import load_project
+    from kaggle_kit.rehearsal import load_hooks
 
-    assert load_workload("cmfd") is WORKLOAD
-    solution = WORKLOAD.make_competition(tmp_path / WORKLOAD.competition, 3)
-    baseline = WORKLOAD.baseline(tmp_path / WORKLOAD.competition, solution)
+    project = load_project(Path(__file__).resolve().parents[1])
+    hooks = load_hooks(project)
+    competition = project.notebook("train").competition
+    assert competition and hooks.data and hooks.baseline and hooks.score
+    solution = hooks.data(tmp_path / competition, 3)
+    baseline = hooks.baseline(tmp_path / competition, solution)
     assert baseline == pytest.approx(0.5)  # half the demo's test images are authentic
-    assert WORKLOAD.score(solution, solution) == pytest.approx(1.0)
+    assert hooks.score(solution, solution) == pytest.approx(1.0)

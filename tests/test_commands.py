@@ -18,7 +18,8 @@ import kaggle_kit
 from kaggle_kit.commands import COMMANDS, main
 from kaggle_kit.commands.plugins import install_hint, plugin_entry_points
 
-BUILT_IN = ("doctor", "lint", "render", "publish-code", "push", "status", "output", "rehearse", "sim")
+BUILT_IN = ("init", "doctor", "lint", "render", "publish-code", "publish-kit", "push", "status", "output", "rehearse",
+            "sim")
 KIT = Path(kaggle_kit.__file__).parent
 
 

@@ -52,29 +52,34 @@ _CELLS = (
 )
 
 
-def _session(sandbox_dir, server, *, hang: bool, step_sleep_s: float, limit_s: float):
+def _session(sandbox_dir, server, kit, *, hang: bool, step_sleep_s: float, limit_s: float, layout: str):
     from kaggle_kit.sim.sandbox import Sandbox, SessionSpec
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(cell) for cell in _CELLS]
+    # The kit is an attached dataset: the mirror's uploader process must find it too.
+    nb.cells = [nbformat.v4.new_code_cell(cell) for cell in (kit.bootstrap, *_CELLS)]
     key = server.client_env({})["KAGGLE_KEY"]
     spec = SessionSpec(nb, run_type="Batch", internet=True, accelerator="T4", time_limit_s=limit_s,
+                       mounts=(kit.mount,), input_layout=layout,
                        api_url=server.url, secrets={"KAGGLE_USERNAME": server.username, "KAGGLE_KEY": key},
                        env={"STEP_SLEEP_S": str(step_sleep_s), "MARGIN_S": "10", "HANG": "1" if hang else "0",
                             "HANDLE": f"{server.username}/{HANDLE_SLUG}"})
     return Sandbox(sandbox_dir).run(spec)
 
 
-def test_deadline_stop_mirrors_before_the_kill_and_next_session_resumes(sim_server, tmp_path):
+def test_deadline_stop_mirrors_before_the_kill_and_next_session_resumes(sim_server, tmp_path, kit_attached):
+    # Each input layout once: the legacy one for the first session, the current one for the second.
     # Session 1: 100 steps of 0.3 s cannot finish in a 30 s session; the clock's 10 s margin stops it mid-epoch.
-    first = _session(tmp_path / "s1", sim_server, hang=True, step_sleep_s=0.3, limit_s=30)
+    first = _session(tmp_path / "s1", sim_server, kit_attached, hang=True, step_sleep_s=0.3, limit_s=30,
+                     layout="legacy")
     assert first.status == "KILLED" and first.killed_by == "time", first.failure_message
     stopped = json.loads((first.output_dir / "result.json").read_text())
     assert stopped["status"] == "stopped" and stopped["clock"] == "simulated" and stopped["limit"] == 30
     assert 1 <= stopped["step"] < STEPS_PER_EPOCH
 
     # Session 2: a fresh working folder; only the mirrored checkpoint can carry the run over.
-    second = _session(tmp_path / "s2", sim_server, hang=False, step_sleep_s=0.0, limit_s=300)
+    second = _session(tmp_path / "s2", sim_server, kit_attached, hang=False, step_sleep_s=0.0, limit_s=300,
+                      layout="current")
     assert second.status == "COMPLETE", second.failure_message
     finished = json.loads((second.output_dir / "result.json").read_text())
     assert finished["resumed"] == stopped["step"]

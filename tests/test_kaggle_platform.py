@@ -44,3 +44,11 @@ def test_defaults_and_quotas() -> None:
     assert not machine_for(None).uses_gpu_quota
     assert burn_rate("T4x2") == 2.0 and burn_rate("none") == 0.0 and burn_rate("TPUv5e8") == 0.0
     assert burn_rate("L4") == 1.0 and burn_rate("L4", {"L4": 1.5}) == 1.5
+
+
+def test_tpu_time_bills_the_tpu_quota_and_the_cited_limits() -> None:
+    from kaggle_kit.kaggle_platform import MAX_CONCURRENT_GPU_SESSIONS, MAX_DATASET_VERSION_FILES, tpu_burn_rate
+
+    assert tpu_burn_rate("TPUv5e8") == 1.0 and tpu_burn_rate("T4x2") == 0.0 and tpu_burn_rate("none") == 0.0
+    assert machine_for("TpuV6E8").uses_tpu_quota and burn_rate(machine_for("TpuV6E8").accelerator) == 0.0
+    assert MAX_DATASET_VERSION_FILES == 1000 and MAX_CONCURRENT_GPU_SESSIONS == 2

@@ -6,6 +6,7 @@ import json
 import re
 import secrets
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -113,6 +114,8 @@ def test_versions_carry_latest_best_pointer_and_ledger(sim_server: object, kaggl
         assert ck.flush(timeout=60), mirror.status()
     dataset = _dataset(handle)
     assert dataset.is_private and dataset.current_version_number == 3
+    # Each version holds all a resume needs, so the ones before it are deleted as it is created.
+    assert [v.version_number for v in dataset.versions] == [3]
     assert dataset.versions[0].version_notes == "step 30 epoch 3 val 0.7"
     files = _files(handle)
     assert set(files) == {
@@ -123,7 +126,8 @@ def test_versions_carry_latest_best_pointer_and_ledger(sim_server: object, kaggl
     assert all(files[name] == size for name, size in local.items())
     pointer = mirror.remote_pointer()
     assert pointer["latest"] == "step-0000000030" and pointer["best"] == "step-0000000020"
-    assert pointer["version"] == 3
+    assert pointer["version"] == 3 and pointer["run_id"] == "dataset:alice/mirror-basic" == ck.run_id
+    assert pointer["checkpoints"] == ["step-0000000030", "step-0000000020"]
     (session,) = mirror.ledger()
     assert session["first_step"] == 10 and session["last_step"] == 30 and session["versions"] == 3
     # Nothing staged is left behind, and nothing was staged under the working folder.
@@ -183,6 +187,58 @@ def test_api_faults_are_retried_and_the_mirror_catches_up(
     assert ck.flush(timeout=120), mirror.status()
     assert not sim_server.pending_faults, "the fault never fired"  # type: ignore[attr-defined]
     assert mirror.confirmed().latest_step == 2 and "step-0000000002.pt" in _files(handle)
+
+
+def _until(condition: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("mode", "retry_after"),
+    [("a Retry-After that lies by an hour", 3600), ("a Retry-After that lies by a little", 1),
+     ("no Retry-After at all", "none")],
+)
+def test_persistent_429s_leave_training_alone_and_the_mirror_catches_up(
+    mode: str, retry_after: object, sim_server: object, kaggle_root: Path
+) -> None:
+    handle = "alice/rate-limited-" + re.sub(r"[^a-z]+", "-", mode)[:30].strip("-")
+    mirror = _mirror(handle, max_attempts=200)
+    ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror)
+    model = _model()
+    ck.save(step=1, model=model)
+    assert ck.flush(timeout=60)
+    log = sim_server.request_log  # type: ignore[attr-defined]
+    seen = len(log)
+    # Kaggle's rate limit, persisting whatever the Retry-After promised, until the test lifts it.
+    sim_server.inject_fault("429", match="GetDataset", retry_after=retry_after, for_s=3600)  # type: ignore[attr-defined]
+    ck.save(step=2, model=model)
+    assert sim_server.pending_faults, "save waited for the network"  # type: ignore[attr-defined]
+    _until(lambda: sum(1 for _, path, code in list(log)[seen:] if code == 429) >= 3, f"three 429s ({mode})")
+    sim_server.clear_faults()  # type: ignore[attr-defined]
+    assert ck.flush(timeout=60), mirror.status()
+    assert mirror.confirmed().latest_step == 2 and "step-0000000002.pt" in _files(handle)
+
+
+@pytest.mark.parametrize("refusal", [409, 404])
+def test_a_new_version_refused_while_it_processes_is_waited_out_by_status(
+    refusal: int, sim_server: object, kaggle_root: Path
+) -> None:
+    handle = f"alice/processing-window-{refusal}"
+    log = sim_server.request_log  # type: ignore[attr-defined]
+    seen = len(log)
+    # The files of a new version are refused for a while after it is READY (users report 404 for seconds).
+    with sim_server.configured(files_delay_s=1.0, files_refusal_status=refusal):  # type: ignore[attr-defined]
+        mirror = _mirror(handle)
+        ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror)
+        ck.save(step=1, model=_model())
+        assert ck.flush(timeout=60), mirror.status()
+    refused = [code for _, path, code in list(log)[seen:] if path.endswith("/ListDatasetFiles")]
+    assert refusal in refused, "the stand-in never refused the listing: the test did not exercise the wait"
+    assert mirror.confirmed().latest_step == 1 and mirror.status()["last_error"] is None
 
 
 def test_403_while_the_previous_version_processes_is_waited_out(
@@ -274,3 +330,101 @@ def test_resume_prefers_the_attached_dataset_and_skips_a_corrupt_mirror_copy(
     with pytest.warns(UserWarning, match=r"step-0000000002\.pt: 200 bytes"):
         restored = Checkpointer(work, mirror=_mirror(handle), monitor="val").restore(model=_model())
     assert restored is not None and restored.step == 1 and restored.source == "input"
+
+
+def _version_bytes(handle: str) -> int:
+    return sum(_files(handle).values())
+
+
+def test_the_dataset_keeps_one_version_with_the_newest_k_and_the_best(sim_server: object, kaggle_root: Path) -> None:
+    handle = "alice/mirror-bounded"
+    mirror = _mirror(handle, keep=2)
+    ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror, keep=3, monitor="val", mode="max")
+    model = _model()
+    sizes = []
+    for step, val in [(1, 0.1), (2, 0.9), (3, 0.2), (4, 0.3), (5, 0.4), (6, 0.5)]:
+        ck.save(step=step, model=model, metrics={"val": val})
+        assert ck.flush(timeout=60), mirror.status()
+        sizes.append(_version_bytes(handle))
+    dataset = _dataset(handle)
+    assert dataset.current_version_number == 6 and len(dataset.versions) == 1, "old versions must be deleted"
+    names = {n for n in _files(handle) if n.endswith(".manifest.json")}
+    assert names == {f"step-000000000{s}.manifest.json" for s in (6, 5, 2)}, "the newest two and the best"
+    # From step 4 on a version holds three checkpoints (two newest, the best), and stays that size.
+    assert max(sizes[3:]) - min(sizes[3:]) <= 64, f"a version's size must not grow with the run: {sizes}"
+
+
+def test_without_deleting_old_versions_every_version_stays(sim_server: object, kaggle_root: Path) -> None:
+    handle = "alice/mirror-keep-all"
+    ck = Checkpointer(kaggle_root / "working" / "ck", mirror=_mirror(handle, delete_old_versions=False))
+    for step in (1, 2, 3):
+        ck.save(step=step, model=_model())
+        assert ck.flush(timeout=60)
+    assert len(_dataset(handle).versions) == 3
+
+
+def test_restore_waits_for_the_only_version_while_it_processes(sim_server: object, kaggle_root: Path) -> None:
+    handle = "alice/mirror-processing"
+    work = kaggle_root / "working" / "ck"
+    ck = Checkpointer(work, mirror=_mirror(handle))
+    ck.save(step=1, model=_model())
+    assert ck.flush(timeout=60)
+    sim_server.datasets.processing_seconds = 1.5  # type: ignore[attr-defined]
+    try:
+        ck.save(step=2, model=_model())  # uploaded with deleteOldVersions: the dataset's only version processes
+        deadline = time.monotonic() + 30
+        while _dataset(handle).current_version_number < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert str(_api().dataset_status(handle)).lower() != "ready", "the test must catch the version processing"
+        shutil.rmtree(work)
+        restored = Checkpointer(work, mirror=_mirror(handle)).restore(model=_model())
+    finally:
+        sim_server.datasets.processing_seconds = 0.0  # type: ignore[attr-defined]
+    assert restored is not None and restored.step == 2 and restored.source == "mirror"
+
+
+@pytest.mark.parametrize("how", ["deep", "missing"])
+def test_a_broken_pointer_falls_back_to_the_version_file_list(
+    how: str, sim_server: object, kaggle_root: Path, tmp_path: Path
+) -> None:
+    handle = f"alice/mirror-pointer-{how}"
+    work = kaggle_root / "working" / "ck"
+    ck = Checkpointer(work, mirror=_mirror(handle), monitor="val")
+    ck.save(step=1, model=_model(), metrics={"val": 0.2})
+    ck.save(step=2, model=_model(), metrics={"val": 0.1})
+    assert ck.flush(timeout=60)
+    version = tmp_path / "tampered"
+    shutil.copytree(work, version)
+    deep = "[" * 100_000 + "]" * 100_000
+    for name in ("latest.json", "ledger.json"):
+        if how == "deep":
+            (version / name).write_text(deep)
+        else:
+            (version / name).unlink(missing_ok=True)
+    (version / "dataset-metadata.json").write_text(json.dumps({"id": handle, "title": "x", "licenses": []}))
+    _api().dataset_create_version(str(version), "tampered", quiet=True, convert_to_csv=False)
+    shutil.rmtree(work)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = Checkpointer(work, mirror=_mirror(handle), monitor="val").restore(model=_model())
+    assert restored is not None and restored.step == 2 and restored.source == "mirror"
+    assert any("latest.json" in str(w.message) and "file list" in str(w.message) for w in caught), [
+        str(w.message) for w in caught]
+    if how == "deep":
+        assert any("ledger.json" in str(w.message) and "64 levels" in str(w.message) for w in caught)
+
+
+def test_a_dataset_holding_another_run_is_never_written_over(sim_server: object, kaggle_root: Path) -> None:
+    handle = "alice/mirror-two-runs"
+    first = Checkpointer(kaggle_root / "working" / "a", mirror=_mirror(handle), run_name="first")
+    first.save(step=7, model=_model())
+    assert first.flush(timeout=60)
+    second = Checkpointer(kaggle_root / "working" / "b", mirror=_mirror(handle), run_name="second")
+    with pytest.warns(RuntimeWarning, match=r"run 'dataset:alice/mirror-two-runs run:first', step 7, in "):
+        assert second.restore(model=_model()) is None
+    second.save(step=1, model=_model())
+    with pytest.warns(RuntimeWarning, match=r"holds the checkpoints of run 'dataset:alice/mirror-two-runs run:first'"):
+        assert not second.flush(timeout=60)
+    pointer = _mirror(handle).remote_pointer()
+    assert pointer["run_id"] == "dataset:alice/mirror-two-runs run:first" and pointer["step"] == 7
+    assert _dataset(handle).current_version_number == 1

@@ -57,8 +57,56 @@ def test_permanent_failures_are_mirror_errors_with_their_status(exc: BaseExcepti
 def test_429_honours_retry_after_and_403_processing_waits() -> None:
     limited = classify_api_error(_http(429, headers={"Retry-After": "7"}), "x")
     assert isinstance(limited, TransientApiError) and limited.retry_after_s == 7.0 and limited.status == 429
-    processing = classify_api_error(_http(403, "The previous version is still processing"), "x")
-    assert isinstance(processing, TransientApiError) and processing.still_processing
+    for status in (403, 404, 409):
+        processing = classify_api_error(_http(status, "undocumented body"), "x", fresh_version=True)
+        assert isinstance(processing, TransientApiError) and processing.still_processing, status
+
+
+@pytest.mark.parametrize("status", [403, 404, 409])
+def test_a_version_refusal_is_judged_by_status_not_body_text(status: int) -> None:
+    # Only a version this client just created is waited for; the words in the body decide nothing.
+    for body in ("The previous version is still processing", ""):
+        error = classify_api_error(_http(status, body), "adding a version")
+        assert isinstance(error, MirrorError) and not isinstance(error, TransientApiError)
+    if status == 403:
+        assert "not found or not yours" in str(classify_api_error(_http(403), "reading bob/other-data"))
+
+
+def test_refusals_are_waited_out_only_within_the_window_after_this_client_created_a_version() -> None:
+    client = _client(verify_timeout_s=60.0)
+    refusals = [_http(409), _http(404), _http(403)]
+
+    def listing() -> str:
+        if refusals:
+            raise refusals.pop(0)
+        return "listed"
+
+    with pytest.raises(MirrorError):
+        client.call("listing alice/run-ckpts/2", lambda: (_ for _ in ()).throw(_http(404)))
+    client.note_created()
+    assert client.call("listing alice/run-ckpts/2", listing) == "listed" and not refusals
+    closed = _client(verify_timeout_s=0.0)
+    closed.note_created()
+    with pytest.raises(MirrorError, match="404"):
+        closed.call("listing alice/run-ckpts/2", lambda: (_ for _ in ()).throw(_http(404)))
+
+
+def test_a_lying_retry_after_is_capped_at_the_longest_backoff() -> None:
+    client = _client(max_backoff_s=2.0, backoff_s=1.0)
+    for header, expected in (("3600", 2.0), ("1", 1.0)):
+        error = classify_api_error(_http(429, headers={"Retry-After": header}), "x")
+        assert isinstance(error, TransientApiError)
+        assert client.retry_delay(error, 0) == expected
+    waited: list[float] = []
+    client.wait = waited.append  # type: ignore[method-assign]
+    failures = [_http(429, headers={"Retry-After": "86400"})]
+
+    def limited() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    assert client.call("adding a version", limited) == "ok" and waited == [2.0]
 
 
 def test_call_retries_transient_failures_then_succeeds() -> None:

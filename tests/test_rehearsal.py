@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ SHORT = ("train.epochs=40",)
 
 @pytest.fixture
 def isolated(kaggle_isolation, monkeypatch):
-    monkeypatch.delenv("KAGGLE_KIT_API_ENDPOINT", raising=False)
+    # A shell that still holds the README's `sim serve` exports, its key a string the kit's own README contains:
+    # the rehearsal must neither talk to that server nor take that key for a leak.
+    example_key = re.search(r"KAGGLE_KEY=(\S+)", (ROOT / "README.md").read_text()).group(1)
+    for name, value in {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": "http://127.0.0.1:9",
+                        "KAGGLE_USERNAME": "alice", "KAGGLE_KEY": example_key,
+                        "KAGGLE_KIT_API_ENDPOINT": "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(name, value)
     return kaggle_isolation
 
 
@@ -68,13 +75,19 @@ def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tmp_path, is
 
 @pytest.mark.slow
 def test_without_internet_the_batch_output_carries_the_run(tmp_path, isolated, uninterrupted):
-    report = _rehearse_killed(tmp_path, "offline", internet=False, keep=True)
+    # The legacy input layout here (the other rehearsals use the current one): the notebooks find their inputs in both.
+    report = _rehearse_killed(tmp_path, "offline", internet=False, keep=True, input_layout="legacy")
     _killed_then_resumed(report)
     assert report.dataset_versions == {}, "nothing can be mirrored without internet"
     first_log = sorted(tmp_path.glob("offline-*/outputs/train-1/*.log"))[-1].read_text()
     assert "NOT mirrored" in first_log, "mirroring off must be said loudly in the session's log"
     assert report.submission_valid
     assert report.weights_sha256 == uninterrupted.weights_sha256
+    assert report.input_layout == "legacy" and "inputs under the legacy layout" in format_report(report)
+    # The sessions' logs are Kaggle's: nothing of the stand-in in them (its messages are in its own log).
+    assert "kaggle-kit sandbox" not in first_log
+    sandbox_logs = sorted(tmp_path.glob("offline-*/sandbox/sessions/*/sandbox.log"))
+    assert sandbox_logs and all("inputs under the legacy layout" in p.read_text() for p in sandbox_logs)
 
 
 def test_refuses_bad_options_and_a_busy_workdir(tmp_path, isolated):
@@ -82,6 +95,10 @@ def test_refuses_bad_options_and_a_busy_workdir(tmp_path, isolated):
         rehearse(ROOT, RehearsalOptions(accelerator="P100", workdir=tmp_path / "a"))
     with pytest.raises(KaggleKitError, match="run type"):
         rehearse(ROOT, RehearsalOptions(run_type="Live", workdir=tmp_path / "a"))
+    with pytest.raises(KaggleKitError, match="input layout"):
+        rehearse(ROOT, RehearsalOptions(input_layout="nested", workdir=tmp_path / "a"))
+    with pytest.raises(KaggleKitError, match="--kill-after 'soon'"):
+        rehearse(ROOT, RehearsalOptions(kill_after_s="soon", workdir=tmp_path / "a"))
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "precious.txt").write_text("keep me")
@@ -96,12 +113,80 @@ def test_summary_names_the_work_lost_and_the_baseline():
                              lost_minutes=0.05),
                   SessionRow("train #2 (Batch)", "COMPLETE", 90.0, steps=34, step_end=54, resumed_from=17)],
         dataset_versions={"alice/x-ckpt": 7}, final_score=0.61, baseline_score=0.5, submission_valid=True,
-        submission_score=0.66, weights_sha256="ab" * 32, wall_s=150.0,
+        submission_score=0.66, weights_sha256="ab" * 32, wall_s=150.0, baseline_name="authentic everywhere",
+        reference_sha256="ab" * 32, kit_origin="/kaggle/input/datasets/alice/kaggle-kit",
     )
-    text = format_report(report, "authentic everywhere")
+    text = format_report(report)
     assert "3 steps, 0.05 min" in text
     assert "alice/x-ckpt: 7 version(s)" in text
     assert "0.6100 (baseline, predicting authentic everywhere: 0.5000)" in text
     assert "submission: valid, test score 0.6600" in text
+    assert "bit-identical to the uninterrupted reference run: yes" in text
+    assert "the sessions imported the kit from /kaggle/input/datasets/alice/kaggle-kit" in text
     report.submission_valid, report.submission_problem = False, "row 3: odd length"
     assert "NOT valid: row 3: odd length" in format_report(report)
+    assert "NOT ISOLATED" not in text
+    report.isolation_note = "no user namespaces here"
+    assert "SANDBOX NOT ISOLATED: no user namespaces here" in format_report(report)
+    report.reference_sha256 = "cd" * 32
+    assert "bit-identical to the uninterrupted reference run: NO" in format_report(report) and not report.ok
+
+
+class _Sessions:
+    """Stands in for the sandbox: each call says how a training session would end, as the rehearsal sees it."""
+
+    def __init__(self, rows):
+        self.rows = list(rows)
+        self.calls = []
+
+    def __call__(self, index, limit, resume):
+        self.calls.append((index, round(limit, 1), resume))
+        return self.rows.pop(0)
+
+
+def _row(status, *, resumed=None, bounds=None):
+    row = SessionRow("train", status, wall_s=1.0, resumed_from=resumed, step_end=10)
+    row.training_bounds = bounds
+    return row
+
+
+def _orchestrator(tmp_path, monkeypatch):
+    from kaggle_kit import rehearsal
+    from kaggle_kit.project import load_project
+
+    project = load_project(ROOT)
+    run = rehearsal._Rehearsal(project, RehearsalOptions(kill_after_s="auto", workdir=tmp_path, checkpoint_every_s=2.0,
+                                                        internet=False), rehearsal.RehearsalHooks())
+    monkeypatch.setattr(run, "_digest_of", lambda row: "ref")
+    return run
+
+
+def test_the_auto_kill_lands_half_way_through_the_measured_training(tmp_path, monkeypatch):
+    run = _orchestrator(tmp_path, monkeypatch)
+    sessions = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("KILLED"), _row("COMPLETE", resumed=40)])
+    run._train_sessions(sessions)
+    assert sessions.calls == [(1, 600.0, False), (2, 30.0, False), (3, 600.0, True)]
+    assert [s.status for s in run.report.sessions] == ["COMPLETE", "KILLED", "COMPLETE"]
+    assert run.report.reference_sha256 == "ref" and run.report.sessions[0].name.endswith("reference)")
+
+
+def test_a_kill_that_missed_the_training_is_moved_and_tried_again(tmp_path, monkeypatch):
+    run = _orchestrator(tmp_path, monkeypatch)
+    late = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("COMPLETE"), _row("KILLED"),
+                      _row("COMPLETE", resumed=20)])
+    run._train_sessions(late)
+    assert [c[1] for c in late.calls] == [600.0, 30.0, 18.0, 600.0]
+    run = _orchestrator(tmp_path, monkeypatch)
+    early = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("KILLED"), _row("COMPLETE", resumed=0),
+                       _row("KILLED"), _row("COMPLETE", resumed=30)])
+    run._train_sessions(early)
+    assert [c[1] for c in early.calls] == [600.0, 30.0, 600.0, 48.0, 600.0]
+    assert any("before the first checkpoint" in note for note in run.report.notes)
+
+
+def test_a_fixed_kill_before_the_first_checkpoint_is_said_not_hidden(tmp_path, monkeypatch):
+    run = _orchestrator(tmp_path, monkeypatch)
+    run.kill = 5.0
+    run._train_sessions(_Sessions([_row("KILLED"), _row("COMPLETE", resumed=None)]))
+    assert any("no resume was rehearsed" in note for note in run.report.notes)
+    assert "no resume was rehearsed" in format_report(run.report) and not run.report.ok

@@ -621,7 +621,7 @@ def test_default_root_is_the_project_root(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "notebooks").mkdir()
     monkeypatch.delenv("KAGGLE_KIT_ROOT", raising=False)
     monkeypatch.chdir(tmp_path / "notebooks")
-    assert reload_mod._resolve_roots(None) == [tmp_path.resolve()]
+    assert reload_mod._resolve_roots(None)[0] == tmp_path.resolve()
 
 
 def test_the_reloader_leaves_its_own_package_out(tree) -> None:
@@ -632,3 +632,31 @@ def test_the_reloader_leaves_its_own_package_out(tree) -> None:
     tracked = reloader.tracked_modules
     assert "kaggle_kit.errors" in tracked and "kaggle_kit.hotreload.scan" in sys.modules
     assert [name for name in tracked if name.startswith("kaggle_kit.hotreload")] == []
+
+
+def test_hot_reload_watches_the_users_project_beside_the_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = tmp_path / "digits-repo"
+    put(user / "pyproject.toml", '[tool.kaggle-kit]\nname = "digits"\nowner = "alice"\n')
+    put(user / "digits_hr/__init__.py", "")
+    put(user / "digits_hr/model.py", "def layers():\n    return 2\n")
+    (user / "notebooks").mkdir()
+    monkeypatch.delenv("KAGGLE_KIT_ROOT", raising=False)
+    monkeypatch.setenv("KAGGLE_KIT_PROJECT", "digits")
+    monkeypatch.chdir(user / "notebooks")
+    roots = reload_mod._resolve_roots(None)
+    kit = Path(reload_mod.__file__).resolve().parents[2]
+    assert roots[0] == user.resolve(), "the user's project, not the kit's tree, is the project root"
+    assert kit in roots, "the kit's writable clone is watched too"
+    sys.path.insert(0, str(user))
+    try:
+        reloader = reload_mod.Reloader(roots[:1])  # the kit's own modules are another test's subject
+        reloader.namespace = {}
+        model = importlib.import_module("digits_hr.model")
+        assert not reloader.check(explicit=False)
+        put(user / "digits_hr/model.py", "def layers():\n    return 3\n")
+        report = reloader.check(explicit=False)
+        assert report.lines == ["reloaded digits_hr.model: changed layers"] and model.layers() == 3
+    finally:
+        sys.path.remove(str(user))
+        for name in [n for n in sys.modules if n.startswith("digits_hr")]:
+            del sys.modules[name]

@@ -150,3 +150,67 @@ def test_caller_file_is_a_start_when_cwd_has_nothing(kaggle, tmp_path, monkeypat
     namespace: dict = {"__name__": "user_script"}
     exec(compile(script.read_text(), str(script), "exec"), namespace)
     assert namespace["ROOT"].path == repo
+
+
+def _kit_tree(path: Path) -> Path:
+    """The kit as a clone or an attached dataset: its package, its own declaration and its explicit marker."""
+    (path / "kaggle_kit").mkdir(parents=True)
+    (path / "kaggle_kit" / "__init__.py").write_text("")
+    (path / ".kaggle-kit-root").write_text("")
+    (path / "pyproject.toml").write_text('[tool.kaggle-kit]\nname = "cmfd"\nowner = "kit"\n')
+    return path
+
+
+def _user_project(path: Path, *, explicit_marker: bool = True) -> Path:
+    (path / "digits").mkdir(parents=True)
+    (path / "digits" / "model.py").write_text("")
+    (path / "pyproject.toml").write_text('[tool.kaggle-kit]\nname = "digits"\nowner = "alice"\n')
+    if explicit_marker:
+        (path / ".kaggle-kit-root").write_text("")
+    return path
+
+
+@pytest.mark.parametrize("project", [None, "digits"])
+def test_kit_and_user_code_datasets_attached_picks_the_users_project(kaggle, monkeypatch, project):
+    monkeypatch.delenv("KAGGLE_KIT_PROJECT", raising=False)
+    _kit_tree(kaggle / "input" / "datasets" / "kit" / "kaggle-kit")
+    user = _user_project(kaggle / "input" / "datasets" / "alice" / "digits-code")
+    found = find_root(Path.cwd(), project=project)  # from a notebook cell: the working folder, no caller file
+    assert found.path == user
+    assert "the declaration of project 'digits'" in found.reason and "attached input" in found.reason
+    if project is None:
+        assert "kit's own tree" in found.reason and "ranks below the project" in found.reason
+
+
+def test_kit_and_user_clones_side_by_side_pick_the_users_project(kaggle, monkeypatch):
+    monkeypatch.delenv("KAGGLE_KIT_PROJECT", raising=False)
+    _kit_tree(kaggle / "working" / "kaggle-kit")
+    user = _user_project(kaggle / "working" / "digits")
+    found = find_root(Path.cwd())
+    assert found.path == user and "kit's own tree at" in found.reason
+    monkeypatch.setenv("KAGGLE_KIT_PROJECT", "digits")  # what a rendered notebook's bootstrap sets
+    found = find_root(Path.cwd())
+    assert found.path == user and "the declaration of project 'digits'" in found.reason
+
+
+def test_user_clone_with_the_kit_installed_is_found_upward(kaggle, monkeypatch):
+    import kaggle_kit
+
+    user = _user_project(kaggle / "working" / "digits", explicit_marker=False)
+    monkeypatch.chdir(user / "digits")
+    found = find_root(project="digits")
+    assert found.path == user and "found upward" in found.reason
+    assert not str(Path(kaggle_kit.__file__).resolve()).startswith(str(user)), "the kit is not in the project"
+    assert find_root().path == user
+
+
+def test_a_named_project_that_is_not_there_is_an_error_never_another_project(kaggle, monkeypatch):
+    _kit_tree(kaggle / "input" / "datasets" / "kit" / "kaggle-kit")
+    with pytest.raises(RootNotFoundError, match="project 'digits'"):
+        find_root(project="digits")
+
+
+def test_the_users_code_dataset_in_an_extraction_folder_still_beats_the_kit(kaggle):
+    _kit_tree(kaggle / "input" / "datasets" / "kit" / "kaggle-kit")
+    user = _user_project(kaggle / "input" / "datasets" / "alice" / "digits-code" / "digits-main")
+    assert find_root(Path.cwd()).path == user

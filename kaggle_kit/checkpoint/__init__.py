@@ -1,7 +1,9 @@
 """Full-state, atomic training checkpoints that survive a killed Kaggle session.
 
+* :mod:`~kaggle_kit.checkpoint.identity`: :func:`run_id_for`, the id of the run every checkpoint belongs to.
 * :mod:`~kaggle_kit.checkpoint.format`: the files on disk (names, the manifest, verify, copy, credential refusal).
 * :mod:`~kaggle_kit.checkpoint.codec`: training state to JSON plus a flat tensor dict, and back.
+* :mod:`~kaggle_kit.checkpoint.validate`: a whole checkpoint checked and decoded before anything is applied.
 * :mod:`~kaggle_kit.checkpoint.store`: :class:`Checkpointer`, the save side (cadence, signals, retention).
 * :mod:`~kaggle_kit.checkpoint.restore`: finding and loading checkpoints, :class:`Restored`, and :func:`load`, the
   one-call loader for inference.
@@ -12,8 +14,7 @@ The names are re-exported here lazily, so importing the package pulls in neither
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kaggle_kit.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "Checkpointer": "kaggle_kit.checkpoint.store",
@@ -27,19 +28,9 @@ _EXPORTS = {
     "copy_checkpoint": "kaggle_kit.checkpoint.format",
     "refuse_credentials_in": "kaggle_kit.checkpoint.format",
     "CheckpointMirror": "kaggle_kit.checkpoint.mirror_protocol",
+    "run_id_for": "kaggle_kit.checkpoint.identity",
 }
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaggle_kit.checkpoint' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

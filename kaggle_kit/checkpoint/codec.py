@@ -8,6 +8,8 @@ place; :func:`decode` is its inverse. The RNG states of python, numpy, torch and
 from __future__ import annotations
 
 import base64
+import binascii
+import dataclasses
 import random
 import sys
 import warnings
@@ -25,6 +27,8 @@ __all__ = [
     "encode",
     "decode",
     "capture_rng_state",
+    "RngState",
+    "check_rng_state",
     "apply_rng_state",
     "unwrap_model",
     "tensor_shapes",
@@ -127,39 +131,70 @@ def capture_rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     return state
 
 
-def apply_rng_state(state: Mapping[str, Any], where: str) -> None:
-    """Set the RNG states :func:`capture_rng_state` recorded (decoded).
+@dataclasses.dataclass(frozen=True)
+class RngState:
+    """Recorded RNG states, checked and ready to set (see :func:`check_rng_state`)."""
+
+    python: tuple[Any, ...]
+    numpy: tuple[Any, ...]
+    torch: torch.Tensor
+    cuda: tuple[torch.Tensor, ...]
+
+
+def _byte_tensor(value: Any, what: str, where: str) -> torch.Tensor:
+    import torch
+
+    if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.dim() != 1:
+        raise CheckpointError(f"{where}: the {what} RNG state is not a 1-D uint8 tensor")
+    return value
+
+
+def check_rng_state(state: Any, where: str) -> RngState:
+    """Check the RNG states :func:`capture_rng_state` recorded (decoded) on scratch generators; nothing global changes.
 
     Raises:
-        CheckpointError: the recorded state is malformed.
+        CheckpointError: the recorded state is malformed, naming ``where``.
     """
     import torch
 
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{where}: the RNG state is not an object")
     try:
         version, internal, gauss = state["python"]
-        random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+        python = (int(version), tuple(int(x) for x in internal), None if gauss is None else float(gauss))
+        random.Random().setstate(python)
         np_state = state["numpy"]
-        keys = np.frombuffer(base64.b64decode(np_state["keys"]), dtype="<u4").astype(np.uint32)
-        np.random.set_state(
-            (
-                str(np_state["kind"]),
-                keys,
-                int(np_state["pos"]),
-                int(np_state["has_gauss"]),
-                float(np_state["cached_gaussian"]),
-            )
-        )
-        torch.set_rng_state(state["torch"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{where}: the RNG state is malformed ({exc})") from exc
-    cuda_states = state.get("cuda") or []
-    if cuda_states and torch.cuda.is_available():
-        count = min(len(cuda_states), torch.cuda.device_count())
+        keys = np.frombuffer(base64.b64decode(np_state["keys"], validate=True), dtype="<u4").astype(np.uint32)
+        numpy_state = (str(np_state["kind"]), keys, int(np_state["pos"]), int(np_state["has_gauss"]),
+                       float(np_state["cached_gaussian"]))
+        np.random.RandomState().set_state(numpy_state)
+        torch_state = _byte_tensor(state["torch"], "torch", where)
+        torch.Generator().set_state(torch_state)
+        cuda = state.get("cuda") or []
+        if not isinstance(cuda, list):
+            raise CheckpointError(f"{where}: the CUDA RNG states are not a list")
+        cuda_states = tuple(_byte_tensor(c, "CUDA", where) for c in cuda)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, binascii.Error) as exc:
+        raise CheckpointError(f"{where}: the RNG state is malformed ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return RngState(python=python, numpy=numpy_state, torch=torch_state, cuda=cuda_states)
+
+
+def apply_rng_state(rng: RngState, where: str) -> None:
+    """Set the python, numpy, torch and CUDA RNGs from a state :func:`check_rng_state` accepted."""
+    import torch
+
+    random.setstate(rng.python)
+    np.random.set_state(rng.numpy)
+    torch.set_rng_state(rng.torch)
+    if rng.cuda and torch.cuda.is_available():
+        count = min(len(rng.cuda), torch.cuda.device_count())
         for i in range(count):
-            torch.cuda.set_rng_state(cuda_states[i], i)
-        if len(cuda_states) != torch.cuda.device_count():
+            torch.cuda.set_rng_state(rng.cuda[i], i)
+        if len(rng.cuda) != torch.cuda.device_count():
             warnings.warn(
-                f"{where}: saved with {len(cuda_states)} CUDA RNG states, this machine has "
+                f"{where}: saved with {len(rng.cuda)} CUDA RNG states, this machine has "
                 f"{torch.cuda.device_count()} GPUs; restored the first {count}",
                 stacklevel=3,
             )

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,8 +46,12 @@ class CheckpointMirror(Protocol):
     def secrets(self) -> tuple[str, ...]:
         """The secret strings in use, which must never be written into a checkpoint."""
 
-    def submit(self, latest: CheckpointInfo, best: CheckpointInfo | None = None) -> None:
-        """Queue a completed checkpoint (and the best, if older) for upload; returns at once."""
+    def submit(self, latest: CheckpointInfo, best: CheckpointInfo | None = None,
+               recent: Sequence[CheckpointInfo] = ()) -> None:
+        """Queue a completed checkpoint (and the best, if older) for upload; returns at once.
+
+        ``recent`` are the run's older local checkpoints, newest first, for a mirror that keeps a few besides.
+        """
 
     def flush(self, timeout: float | None = 600.0) -> bool:
         """Wait until everything submitted is confirmed; False on timeout or failure."""
@@ -55,7 +60,11 @@ class CheckpointMirror(Protocol):
         """The newest confirmed remote copy, or None."""
 
     def remote_pointer(self) -> dict[str, Any] | None:
-        """The remote copy's pointer (``step``, ``latest``, ``best``, ``version``), or None when there is none."""
+        """The remote copy's pointer, or None when there is none.
+
+        Keys: ``step``, ``latest``, ``best``, ``version``, ``run_id`` (None when unknown) and ``checkpoints`` (the
+        names it holds, newest first).
+        """
 
     def download_checkpoint(self, name: str, dest: str | os.PathLike[str], *, version: int | None = None) -> Path:
         """Fetch one checkpoint's files into ``dest``; returns its manifest path (not yet verified)."""

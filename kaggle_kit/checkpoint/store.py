@@ -17,6 +17,9 @@ Contract with the training loop:
 Each save is handed to the mirror (any :class:`~kaggle_kit.checkpoint.mirror_protocol.CheckpointMirror`, e.g. a
 ``DatasetMirror``); retention deletes local checkpoints beyond the newest ``keep`` and the best only once the mirror
 has confirmed a newer copy.
+
+Every checkpoint carries the id of its run (:func:`kaggle_kit.checkpoint.identity.run_id_for`); retention only ever
+deletes this run's checkpoints, and ``restore`` resumes only this run (see :mod:`kaggle_kit.checkpoint.restore`).
 """
 
 from __future__ import annotations
@@ -29,23 +32,28 @@ import os
 import signal
 import threading
 import time
+import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kaggle_kit.checkpoint.codec import capture_rng_state, encode, library_versions, tensor_shapes, unwrap_model
 from kaggle_kit.checkpoint.format import (
     FORMAT,
+    MANIFEST_SUFFIX,
     CheckpointInfo,
+    Orphan,
     checkpoint_name,
     delete_checkpoint,
+    find_orphans,
+    info_from_manifest,
     refuse_credentials_in,
-    remove_uncommitted,
     scan_folder,
     step_of,
     write_checkpoint,
 )
+from kaggle_kit.checkpoint.identity import check_run_id, run_id_for
 from kaggle_kit.checkpoint.mirror_protocol import CheckpointMirror
 from kaggle_kit.checkpoint.restore import Restored, restore_newest
 from kaggle_kit.config import config_hash, config_to_dict
@@ -81,7 +89,18 @@ class Checkpointer:
         monitor: the metric name (a key of ``metrics``) that picks the best checkpoint.
         mode: "min" or "max" for ``monitor``.
         config: the run's config (dataclass or dict), stored with its hash.
-        restore_only: it only restores (inference, DDP ranks other than 0): no warning about mirroring.
+        restore_only: it only restores (inference, DDP ranks other than 0): no warning about mirroring, and
+            nothing in the folder is deleted.
+        run_id: the run's id, as :func:`~kaggle_kit.checkpoint.identity.run_id_for` makes it; wins over the rest.
+        run_name: names the run together with the mirror's dataset (or alone, without a mirror).
+        resume_inputs: inputs that may hold this run's checkpoints, searched by ``restore``: folders, or handles
+            ``owner/slug[/N]`` of attached datasets or notebook outputs (e.g. the earlier session's output). Only
+            these are searched, besides the local folder and the mirror's dataset (attached or through the API).
+        resume_from: a folder or attached input holding another run's checkpoints, adopted on purpose when this
+            run has none of its own yet (its newest checkpoint that verifies continues as this run's).
+
+    Without ``run_id``, ``run_name`` or a mirror, the run is the one whose checkpoints are in ``directory`` (a
+    new, unnamed run when there are none): such a run resumes from its own folder only.
     """
 
     def __init__(
@@ -96,6 +115,10 @@ class Checkpointer:
         mode: str = "min",
         config: Any = None,
         restore_only: bool = False,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        resume_inputs: Sequence[str | os.PathLike[str]] = (),
+        resume_from: str | os.PathLike[str] | None = None,
     ) -> None:
         if keep < 1:
             raise CheckpointError(f"keep={keep}: keep at least 1 checkpoint")
@@ -104,6 +127,8 @@ class Checkpointer:
         interval = float(every_seconds) if every_seconds is not None else float(every_minutes) * 60.0
         if not interval > 0 or not math.isfinite(interval):
             raise CheckpointError(f"checkpoint interval {interval} s: pass a positive every_minutes or every_seconds")
+        if isinstance(resume_inputs, (str, os.PathLike)):
+            raise CheckpointError(f"resume_inputs={str(resume_inputs)!r}: pass a list of folders or input handles")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         refuse_credentials_in(self.directory)
@@ -114,21 +139,64 @@ class Checkpointer:
         self.mode = mode
         self.config = _to_jsonable_config(config)
         self.config_hash = config_hash(config) if config is not None else None
+        self.restore_only = restore_only
+        self.resume_inputs = tuple(resume_inputs)
+        self.resume_from = resume_from
         self._last_save = time.monotonic()
         self._save_requested = False
         self._stop_signal: int | None = None
         self._flush_timeout = 120.0
         self._lock = threading.Lock()
-        newest = self.checkpoints()
+        local = self._local()
+        self.run_id = self._resolve_run_id(run_id, run_name, local)
+        own = [i for i in local if i.run_id == self.run_id]
         # The newest manifest knows the best so far, even when that checkpoint is no longer in this folder.
-        best = newest[0].manifest.get("best") if newest else None
-        self._best_name: str | None = newest[0].best_name if newest else None
+        best = own[0].manifest.get("best") if own else None
+        self._best_name: str | None = own[0].best_name if own else None
         value = best.get("value") if isinstance(best, dict) else None
         self._best_value: float | None = float(value) if isinstance(value, (int, float)) else None
-        remove_uncommitted(self.directory)
+        self._handle_orphans(local, report=True)
         # A checkpointer that only restores (inference, a DDP rank other than 0) has nothing to mirror to announce.
         if not restore_only:
             self._report_mirror()
+
+    def _resolve_run_id(self, run_id: str | None, run_name: str | None, local: list[CheckpointInfo]) -> str:
+        if run_id is not None:
+            checked = check_run_id(run_id, "run_id")
+            if checked is None or not checked:
+                raise CheckpointError("run_id must be a non-empty string; make it with run_id_for(...)")
+            return checked
+        if self.mirror is not None:
+            try:
+                return run_id_for(mirror_handle=self.mirror.handle, run_name=run_name)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{exc}; with a mirror that is not a Kaggle dataset, pass run_id=") from None
+        if run_name is not None:
+            return run_id_for(run_name=run_name)
+        # Unnamed: the run already in this folder, or a new one.
+        named = next((i.run_id for i in local if i.run_id is not None), None)
+        return named or f"unnamed:{uuid.uuid4().hex[:12]}"
+
+    def _local(self) -> list[CheckpointInfo]:
+        """Every completed checkpoint in the folder, of any run, newest first."""
+        return scan_folder(self.directory, "local")
+
+    def _handle_orphans(self, local: list[CheckpointInfo], *, report: bool) -> None:
+        """Delete orphans older than a completed checkpoint; report (once, at construction) those kept."""
+        newest = local[0] if local else None
+        kept: list[Orphan] = []
+        for orphan in find_orphans(self.directory):
+            if not self.restore_only and newest is not None and orphan.older_than(newest):
+                orphan.path.unlink(missing_ok=True)
+            elif not orphan.temporary:
+                kept.append(orphan)
+        if report and kept:
+            names = ", ".join(o.path.name for o in kept[:6]) + (f" and {len(kept) - 6} more" if len(kept) > 6 else "")
+            warnings.warn(
+                f"{self.directory}: {names} have no manifest beside them (a save that died midway, or a manifest "
+                "deleted by hand): they are not loaded, and are deleted once a newer checkpoint is complete",
+                RuntimeWarning, stacklevel=3,
+            )
 
     def _report_mirror(self) -> None:
         from kaggle_kit import env
@@ -142,8 +210,8 @@ class Checkpointer:
             )
 
     def checkpoints(self) -> list[CheckpointInfo]:
-        """The completed local checkpoints, newest first."""
-        return scan_folder(self.directory, "local")
+        """This run's completed local checkpoints (and any written before run ids existed), newest first."""
+        return [i for i in self._local() if i.run_id in (self.run_id, None)]
 
     @property
     def best(self) -> CheckpointInfo | None:
@@ -206,30 +274,57 @@ class Checkpointer:
 
         Returns:
             The completed checkpoint.
+
+        Raises:
+            CheckpointError: the checkpoint could not be written (a full disk names the folder and the bytes needed;
+                the earlier checkpoints stay), or the folder holds another run's checkpoint at this step.
         """
         if not isinstance(step, int) or step < 0 or not isinstance(epoch, int) or epoch < 0:
             raise CheckpointError(f"step={step!r}, epoch={epoch!r}: both must be non-negative integers")
         with self._lock:
-            info = self._write(
-                step=step,
-                epoch=epoch,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                metrics=dict(metrics or {}),
-                extra=dict(extra or {}),
-                data_state=dict(data_state or {}),
-            )
+            self._refuse_other_run_at(step)
+            best_before = (self._best_name, self._best_value)
+            try:
+                info = self._write(
+                    step=step,
+                    epoch=epoch,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    metrics=dict(metrics or {}),
+                    extra=dict(extra or {}),
+                    data_state=dict(data_state or {}),
+                )
+            except BaseException:
+                # A save that did not complete is not the best.
+                self._best_name, self._best_value = best_before
+                raise
             self._last_save = time.monotonic()
             self._save_requested = False
             if self.mirror is not None and self.mirror.enabled:
+                own = [i for i in self._local() if i.run_id == self.run_id]
                 best = None
                 if self._best_name and self._best_name != info.name:
-                    best = next((i for i in self.checkpoints() if i.name == self._best_name), None)
-                self.mirror.submit(info, best)
+                    best = next((i for i in own if i.name == self._best_name), None)
+                self.mirror.submit(info, best, recent=tuple(i for i in own if i.step < info.step))
             self._apply_retention()
         return info
+
+    def _refuse_other_run_at(self, step: int) -> None:
+        """A checkpoint of another run is never overwritten by a save at the same step."""
+        manifest = self.directory / f"{checkpoint_name(step)}{MANIFEST_SUFFIX}"
+        if not manifest.exists():
+            return
+        try:
+            other = info_from_manifest(manifest, "local").run_id
+        except CheckpointError:
+            return  # a broken manifest is no checkpoint; the save replaces it
+        if other not in (self.run_id, None):
+            raise CheckpointError(
+                f"{manifest} belongs to run {other!r}, not this run {self.run_id!r}: one folder holds one run's "
+                "checkpoints. Give this run another directory, or adopt that run with resume_from="
+            )
 
     def _track_best(self, name: str, metrics: Mapping[str, Any]) -> float | None:
         """Update the best checkpoint with this save's metric; returns the metric recorded for it."""
@@ -267,6 +362,7 @@ class Checkpointer:
             "name": name,
             "step": step,
             "epoch": epoch,
+            "run_id": self.run_id,
             "created": created,
             "metrics": encode(metrics, "metrics", tensors),
             "best": {
@@ -296,6 +392,7 @@ class Checkpointer:
             "metric": metric,
             "best": {"name": self._best_name, "value": self._best_value},
             "config_hash": self.config_hash,
+            "run_id": self.run_id,
         }
         return write_checkpoint(self.directory, step=step, epoch=epoch, tensors=tensors, state_blob=state_blob,
                                 created=created, summary=summary)
@@ -311,14 +408,16 @@ class Checkpointer:
                 )
 
     def _apply_retention(self) -> None:
-        """Delete checkpoints beyond the newest ``keep`` and the best, once the mirror no longer needs them."""
-        local = self.checkpoints()
-        keep_names = {i.name for i in local[: self.keep]}
+        """Delete this run's checkpoints beyond the newest ``keep`` and the best, once the mirror no longer needs
+        them, and the orphans older than the newest checkpoint. Other runs' checkpoints are never deleted."""
+        local = self._local()
+        own = [i for i in local if i.run_id == self.run_id]
+        keep_names = {i.name for i in own[: self.keep]}
         if self._best_name:
             keep_names.add(self._best_name)
         mirroring = self.mirror is not None and self.mirror.enabled
         confirmed = self.mirror.confirmed() if self.mirror is not None and self.mirror.enabled else None
-        for info in local[self.keep :]:
+        for info in own[self.keep :]:
             if info.name in keep_names:
                 continue
             # A checkpoint may go once the mirror holds a newer one, unless it is the mirror's best.
@@ -326,6 +425,7 @@ class Checkpointer:
                               or confirmed.best_name == info.name):
                 continue
             delete_checkpoint(info)
+        self._handle_orphans(local, report=False)
 
     def restore(
         self,
@@ -338,24 +438,30 @@ class Checkpointer:
         search_inputs: bool = True,
         search_mirror: bool = True,
     ) -> Restored | None:
-        """Load the newest checkpoint that verifies, from the local folder, attached inputs or the mirror.
+        """Load this run's newest checkpoint that verifies: all of it, or nothing.
+
+        Searched, nearest first on a tie: the local folder; ``resume_inputs`` and the mirror's dataset when it is
+        attached; the mirror's newest version through the API. A bad checkpoint is skipped with a warning naming
+        it. Without one of this run's, ``resume_from`` is adopted, or else a checkpoint written before run ids
+        existed when it is the only kind found; other runs' checkpoints are listed in a warning, never loaded.
 
         Args:
             model, optimizer, scheduler, scaler: the objects to load into (any may be None).
             force: load even when the model's parameter shapes differ (matching tensors only).
-            search_inputs: look in ``/kaggle/input`` (attached datasets and notebook outputs).
+            search_inputs: look in ``resume_inputs`` and the attached mirror dataset.
             search_mirror: look in the mirror's latest remote copy.
 
         Returns:
-            None when no usable checkpoint exists, else what was restored.
+            None when the run has no usable checkpoint (a fresh start), else what was restored.
 
         Raises:
             CheckpointError: the newest usable checkpoint does not fit the model (unless ``force``).
         """
         restored = restore_newest(
-            self.directory, mirror=self.mirror, model=model, optimizer=optimizer, scheduler=scheduler,
-            scaler=scaler, force=force, search_inputs=search_inputs, search_mirror=search_mirror,
-            config=self.config, config_hash=self.config_hash,
+            self.directory, run_id=self.run_id, mirror=self.mirror, resume_inputs=self.resume_inputs,
+            resume_from=self.resume_from, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+            force=force, search_inputs=search_inputs, search_mirror=search_mirror, config=self.config,
+            config_hash=self.config_hash,
         )
         if restored is None:
             return None

@@ -1,4 +1,5 @@
-"""What `kaggle-kit rehearse` needs from the CMFD workload (entry point ``kaggle_kit.workloads: cmfd``).
+"""The CMFD project's rehearsal hooks, named by the kit's own declaration (``[tool.kaggle-kit.rehearse]`` in the
+repository's ``pyproject.toml``).
 
 The rehearsal's competition is small and easy on purpose: large translated copies on the 14-pixel patch grid of
 112-pixel images, which the tiny random-init config learns in a few hundred CPU steps.
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from kaggle_kit.cmfd.metric import score_files
 from kaggle_kit.cmfd.synthetic import CopyMoveSettings, make_synthetic_competition, solution_path
-from kaggle_kit.rehearsal import RehearsalWorkload
+
+__all__ = ["COMPETITION", "all_authentic_score", "make_demo_competition", "score_files"]
 
 COMPETITION = "recodai-luc-scientific-image-forgery-detection"
 DEMO_CASES = 48
@@ -30,16 +32,3 @@ def make_demo_competition(dest: Path, seed: int) -> Path:
 def all_authentic_score(competition_dir: Path, solution: Path) -> float:
     """The score of sample_submission.csv, which predicts ``authentic`` for every test image."""
     return score_files(solution, Path(competition_dir) / "sample_submission.csv")
-
-
-WORKLOAD = RehearsalWorkload(
-    name="cmfd",
-    competition=COMPETITION,
-    config="tiny",
-    make_competition=make_demo_competition,
-    score=score_files,
-    baseline=all_authentic_score,
-    baseline_name="authentic everywhere",
-    # Long enough that the rehearsal's kill lands mid-training on an idle two-core machine, short enough for ~3 min.
-    overrides=("train.epochs=60",),
-)

@@ -11,13 +11,25 @@ import argparse
 import sys
 from typing import Sequence
 
-from kaggle_kit.commands import doctor, lint, output, publish_code, push, rehearse, render, sim, status
+from kaggle_kit.commands import (
+    doctor,
+    init,
+    lint,
+    output,
+    publish_code,
+    publish_kit,
+    push,
+    rehearse,
+    render,
+    sim,
+    status,
+)
 from kaggle_kit.commands.plugins import register_plugins
 from kaggle_kit.errors import KaggleKitError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (doctor, lint, render, publish_code, push, status, output, rehearse, sim)
+COMMANDS = (init, doctor, lint, render, publish_code, publish_kit, push, status, output, rehearse, sim)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ notebook in a sandboxed session (:class:`kaggle_kit.sim.sandbox.Sandbox`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kaggle_kit import envvars
-from kaggle_kit.errors import SandboxError
+from kaggle_kit.errors import ConfigError, SandboxError
 from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, WEEKLY_GPU_QUOTA_S
-from kaggle_kit.sim.faults import FAULT_KINDS, parse_fault_spec
-from kaggle_kit.sim.sandbox import RUN_TYPES, InputMount, Sandbox, SessionSpec
+from kaggle_kit.sim.faults import FAULT_KINDS, NO_RETRY_AFTER, parse_fault_spec
+from kaggle_kit.sim.sandbox import INPUT_LAYOUTS, RUN_TYPES, InputMount, Sandbox, SessionSpec
 from kaggle_kit.sim.server import SimServer
+from kaggle_kit.sim.settings import SimSettings
 
 
 class Subparsers(Protocol):
@@ -72,17 +74,41 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated seconds per real second in kernel sessions (default 1)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="store pushed kernels without running them (their status stays QUEUED)")
+    add_layout_argument(parser)
     parser.add_argument("--fault", action="append", default=[], metavar="KIND[,count=N][,match=TEXT][,...]",
                         help=f"arm a fault at start: KIND in {', '.join(FAULT_KINDS)}; options count=N, match=TEXT "
-                             "(substring of the path), retry_after=S, delay=S; repeatable")
+                             f"(substring of the path), retry_after=S (or {NO_RETRY_AFTER}: no header), delay=S, "
+                             "for_s=S (persist S seconds once fired); repeatable")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a limit of the stand-in (Kaggle's values by default), e.g. max_gpu_sessions=4, "
+                             "files_delay_s=5, files_refusal_status=404; repeatable")
     parser.add_argument("--quiet", action="store_true", help="do not log requests to stderr")
+
+
+def settings_from_args(items: list[str]) -> SimSettings:
+    """The :class:`SimSettings` that ``--setting NAME=VALUE`` flags ask for (numbers as the field's type)."""
+    fields = {f.name: f.type for f in dataclasses.fields(SimSettings)}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ConfigError(f"--setting {item!r}: write NAME=VALUE with NAME one of {', '.join(fields)}")
+        try:
+            changes[name] = int(value) if fields[name] in ("int", int) else float(value)
+        except ValueError:
+            raise ConfigError(f"--setting {item!r}: {name} needs a number") from None
+    return SimSettings().replaced(**changes)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     """``kaggle-kit sim serve``: print the URL first, then serve until SIGINT or SIGTERM."""
     faults = [parse_fault_spec(spec) for spec in args.fault]
+    settings = settings_from_args(args.setting)
     state = args.state or default_state_dir()
     user = args.user or os.environ.get(envvars.USERNAME) or "sim-user"
+    # A key from this shell's environment is a secret of the user's: it is used, never printed.
+    key_from_env = not args.key and bool(os.environ.get(envvars.KEY))
     key = args.key or os.environ.get(envvars.KEY) or secrets.token_hex(16)
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
@@ -90,19 +116,24 @@ def serve_command(args: argparse.Namespace) -> int:
     server = SimServer(state, username=user, key=key, token=args.token, port=args.port,
                        processing_seconds=args.processing_seconds, sandbox=sandbox,
                        competitions_dir=args.competitions, models_dir=args.models,
-                       gpu_quota_s=args.gpu_quota_hours * 3600, clock_scale=args.clock_scale)
+                       gpu_quota_s=args.gpu_quota_hours * 3600, clock_scale=args.clock_scale,
+                       input_layout=args.input_layout, settings=settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         for fault in faults:
-            server.inject_fault(fault.kind, count=fault.count, match=fault.match, retry_after=fault.retry_after,
-                                delay=fault.delay)
+            server.faults.add(fault)
         print(server.url, flush=True)
         print(f"# offline Kaggle for user {user}, state in {Path(state).resolve()}", flush=True)
         print("# point the kaggle CLI (in another shell) at it with:", flush=True)
-        for name, value in ((envvars.API_ENVIRONMENT, "LOCALHOST"), ("HTTP_PROXY", server.url),
-                            (envvars.USERNAME, user), (envvars.KEY, key), (envvars.KIT_API_ENDPOINT, server.url)):
+        exports = [(envvars.API_ENVIRONMENT, "LOCALHOST"), ("HTTP_PROXY", server.url), (envvars.USERNAME, user),
+                   (envvars.KEY, key), (envvars.KIT_API_ENDPOINT, server.url)]
+        for name, value in exports:
+            if name == envvars.KEY and key_from_env:
+                print(f"# {envvars.KEY}: the server uses the key in this shell's ${envvars.KEY} (not printed); set "
+                      f"the same value there, or restart with --key", flush=True)
+                continue
             print(f"export {name}={value}", flush=True)
         print("unset NO_PROXY no_proxy", flush=True)
         while not stop.wait(0.5):
@@ -112,6 +143,14 @@ def serve_command(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def add_layout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--input-layout``, shared by ``serve`` and ``run``."""
+    parser.add_argument("--input-layout", choices=INPUT_LAYOUTS, default="current",
+                        help="where inputs are mounted: current (/kaggle/input/datasets/<owner>/<slug>, "
+                             "competitions/<slug>, notebooks/<owner>/<slug>, models/...) or legacy "
+                             "(/kaggle/input/<slug>); Kaggle uses one or the other (default: current)")
 
 
 def parse_duration(text: str) -> float:
@@ -129,11 +168,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("notebook", metavar="NOTEBOOK", type=Path, help="an .ipynb, or a jupytext .py script")
     parser.add_argument("--type", dest="run_type", choices=RUN_TYPES, default="Batch",
                         help="Batch keeps /kaggle/working as the output; Interactive loses it (default: Batch)")
-    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="SRC:TARGET[,TARGET...]",
-                        help="attach folder SRC read-only at /kaggle/input/TARGET (repeatable; TARGET defaults to "
-                             "SRC's name), e.g. data/ckpt:datasets/alice/ckpt,ckpt")
+    parser.add_argument("--dataset", dest="datasets", action="append", default=[], metavar="SRC:OWNER/SLUG",
+                        help="attach folder SRC read-only as dataset OWNER/SLUG (where --input-layout puts it; "
+                             "repeatable)")
     parser.add_argument("--competition", dest="competitions", action="append", default=[], metavar="DIR",
-                        help="attach a competition's data folder at input/competitions/<name> and input/<name>")
+                        help="attach a competition's data folder, named after the folder (repeatable)")
+    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="SRC:TARGET[,TARGET...]",
+                        help="attach folder SRC read-only at /kaggle/input/TARGET whatever the layout (repeatable; "
+                             "TARGET defaults to SRC's name), e.g. data/ckpt:ckpt")
+    add_layout_argument(parser)
     parser.add_argument("--no-internet", dest="internet", action="store_false",
                         help="run without internet (own network namespace; the API stand-in is unreachable)")
     parser.add_argument("--accelerator", default="none", help="simulated accelerator: none, T4, T4x2, P100, L4, ...")
@@ -152,21 +195,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="URL of the API stand-in (`kaggle-kit sim serve`) for the kernel, when internet is on")
 
 
-def mounts_from_args(inputs: list[str], competitions: list[str]) -> tuple[InputMount, ...]:
-    """The mounts that ``--input SRC:TARGET[,TARGET...]`` and ``--competition DIR`` ask for."""
-    targets: dict[Path, list[str]] = {}
+def mounts_from_args(inputs: list[str], competitions: list[str], datasets: list[str]) -> tuple[InputMount, ...]:
+    """The mounts that ``--input SRC:TARGET[,TARGET...]``, ``--competition DIR`` and ``--dataset SRC:OWNER/SLUG`` ask
+    for."""
+    mounts: list[InputMount] = []
     for item in inputs:
         source, sep, rest = item.partition(":")
         path = Path(source).expanduser()
         names = [t.strip() for t in rest.split(",") if t.strip()] if sep else [path.resolve().name]
         if not source or not names:
-            raise SandboxError(f"--input {item!r}: write SRC:TARGET, e.g. data/ckpt:datasets/alice/ckpt")
-        targets.setdefault(path, []).extend(names)
+            raise SandboxError(f"--input {item!r}: write SRC:TARGET, e.g. data/ckpt:ckpt")
+        mounts.extend(InputMount(path, "path", name) for name in names)
     for item in competitions:
         path = Path(item).expanduser()
-        slug = path.resolve().name
-        targets.setdefault(path, []).extend([f"competitions/{slug}", slug])
-    return tuple(InputMount(source, tuple(names)) for source, names in targets.items())
+        mounts.append(InputMount(path, "competition", path.resolve().name))
+    for item in datasets:
+        source, _, handle = item.rpartition(":")
+        if not source or handle.count("/") != 1:
+            raise SandboxError(f"--dataset {item!r}: write SRC:OWNER/SLUG, e.g. data/ckpt:alice/ckpt")
+        mounts.append(InputMount(Path(source).expanduser(), "dataset", handle))
+    return tuple(mounts)
 
 
 def secrets_from_args(items: list[str]) -> dict[str, str]:
@@ -197,7 +245,8 @@ def run_command(args: argparse.Namespace) -> int:
     spec = SessionSpec(
         args.notebook,
         run_type=args.run_type,
-        mounts=mounts_from_args(args.inputs, args.competitions),
+        mounts=mounts_from_args(args.inputs, args.competitions, args.datasets),
+        input_layout=args.input_layout,
         internet=args.internet,
         accelerator=args.accelerator,
         time_limit_s=args.time_limit,
@@ -216,6 +265,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"  fallback: {result.isolation_note}; the kernel used KAGGLE_KIT_KAGGLE_ROOT instead of /kaggle")
     print(f"  executed notebook: {result.executed_notebook}")
     print(f"  log: {result.log_path}")
+    print(f"  sandbox log: {result.sandbox_log_path}")
     if result.output_dir is not None:
         print(f"  output: {result.output_dir}")
     else:

@@ -9,9 +9,6 @@ training package and torch) only when one of its names is asked for.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from kaggle_kit.guard.accelerator import AcceleratorInfo, DevicePlan, detect_accelerator, plan_devices
 from kaggle_kit.guard.clock import SessionClock
 from kaggle_kit.guard.ddp import RankContext, launch
@@ -19,18 +16,12 @@ from kaggle_kit.guard.fit import FitVerdict, check_fit
 from kaggle_kit.guard.memory import BatchSizeResult, find_batch_size
 from kaggle_kit.guard.preflight import PreflightReport, PreflightRow, run_preflight
 from kaggle_kit.guard.quota import QuotaStatus, current_quota
+from kaggle_kit.lazy_exports import lazy_exports
 
-_LAZY = {"BudgetPlan": "kaggle_kit.guard.budget", "plan_budget": "kaggle_kit.guard.budget"}
+_EXPORTS = {"BudgetPlan": "kaggle_kit.guard.budget", "plan_budget": "kaggle_kit.guard.budget"}
 
 __all__ = ["AcceleratorInfo", "BatchSizeResult", "BudgetPlan", "DevicePlan", "FitVerdict", "PreflightReport",
            "PreflightRow", "QuotaStatus", "RankContext", "SessionClock", "check_fit", "current_quota",
            "detect_accelerator", "find_batch_size", "launch", "plan_budget", "plan_devices", "run_preflight"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaggle_kit.guard' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,8 +1,9 @@
 """The hot reloader: tracks project modules and reloads those whose source changed.
 
 ``reload()`` reloads the project modules whose source changed since they were loaded; ``enable_autoreload()`` does
-the same before every cell. Project modules are those whose file lies under the project root (``find_root()``) or a
-root added with ``add_root``. Built on IPython's autoreload (its ``update_function`` patches functions), with what it
+the same before every cell. Project modules are those whose file lies under the project root (``find_root()``: the
+project a rendered notebook names, not the kit's own tree), the kit's tree when it is a writable clone, or a root
+added with ``add_root``. Built on IPython's autoreload (its ``update_function`` patches functions), with what it
 lacks: dependency order, rebinding of ``from x import y`` names, change detection that survives ``git pull``, no
 half-applied module on an error, "restart needed" for changes that cannot be applied in place, and a warning when
 the project is imported from a stale installed copy.
@@ -420,9 +421,12 @@ _RELOADER: Reloader | None = None
 
 def _resolve_roots(roots: list[str | os.PathLike[str]] | None) -> list[Path]:
     if roots is None:
-        from kaggle_kit.root import find_root
+        # The project (the one a rendered notebook names, see find_root), and the kit's tree when it is a clone
+        # being edited: an installed or attached kit never changes under a session.
+        from kaggle_kit.root import find_root, kit_clone
 
-        return [find_root().path]
+        project, kit = find_root().path, kit_clone()
+        return [project] if kit is None or kit == project else [project, kit]
     resolved: list[Path] = []
     for root in roots:
         path = Path(root).expanduser().resolve()
@@ -458,7 +462,8 @@ def reload(*, roots: list[str | os.PathLike[str]] | None = None, verbose: bool =
     """Reload the project modules whose source changed since they were loaded.
 
     Args:
-        roots: Folders whose modules are project modules; default the project root (``find_root()``).
+        roots: Folders whose modules are project modules; default the project root (``find_root()``) and the kit's
+            tree when it is a writable clone.
         verbose: Print one line per reloaded module and any warnings; nothing when nothing changed.
 
     Returns:

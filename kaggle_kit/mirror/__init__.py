@@ -11,9 +11,7 @@ re-exported here lazily, so importing the package pulls in neither torch nor the
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+from kaggle_kit.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "DatasetMirror": "kaggle_kit.mirror.dataset_mirror",
@@ -26,19 +24,4 @@ _MOVED = {"loud_warning": "kaggle_kit.notify"}
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        warnings.warn(f"kaggle_kit.mirror.{name} moved to {_MOVED[name]}.{name}; import it from there",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaggle_kit.mirror' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, moved=_MOVED)

@@ -1,9 +1,10 @@
 """The training side of the mirror: :class:`DatasetMirror` hands checkpoints to the uploader process.
 
 Every dataset version is a full snapshot (Kaggle keeps no increments and flattens folders), so each version the
-mirror creates carries exactly what a resume needs: the newest checkpoint, the best one when it is older, and the
-pointer and ledger of :mod:`kaggle_kit.mirror.ledger`. Uploads run in :mod:`kaggle_kit.mirror.worker`; only once a
-version is verified does the Checkpointer delete the local checkpoints it covers.
+mirror creates carries exactly what a resume needs: the newest ``keep`` checkpoints, the best one when it is older,
+and the pointer and ledger of :mod:`kaggle_kit.mirror.ledger`; the versions before it are deleted as it is created,
+so the dataset holds one version and its size stays bounded. Uploads run in :mod:`kaggle_kit.mirror.worker`; only
+once a version is verified does the Checkpointer delete the local checkpoints it covers.
 
 Without credentials, or without a route to the API, mirroring is OFF and says so loudly when it is built.
 ``KAGGLE_KIT_API_ENDPOINT`` points everything at the offline stand-in.
@@ -33,8 +34,10 @@ from kaggle_kit.errors import CredentialError, HandleError, MirrorError
 from kaggle_kit.handles import parse_dataset
 from kaggle_kit.mirror import worker
 from kaggle_kit.mirror.client import PROD_API, ApiClient, MirrorSettings, response_status
-from kaggle_kit.mirror.ledger import LEDGER_FILE, POINTER_FILE, Confirmed, parse_ledger, parse_pointer
+from kaggle_kit.mirror.ledger import LEDGER_FILE, MAX_FILE_BYTES, POINTER_FILE, Confirmed, parse_ledger, \
+    parse_pointer, pointer_from_names
 from kaggle_kit.notify import loud_warning
+from kaggle_kit.spawn import kit_python_env
 
 if TYPE_CHECKING:
     from kaggle_kit.kaggle_api import Credentials
@@ -88,6 +91,10 @@ class DatasetMirror:
         max_backoff_s: the longest retry delay.
         max_attempts: attempts per upload before it is reported failed (the next checkpoint tries again).
         check_connection: test at construction that the API host answers (a session without internet).
+        keep: the newest checkpoints each version carries (the best comes besides): 2 keeps a fallback should the
+            newest prove bad; 1 uploads the least.
+        delete_old_versions: create each version with Kaggle's ``deleteOldVersions``, so the dataset keeps only
+            the newest version (which holds all a resume needs); False keeps every version (unbounded storage).
     """
 
     def __init__(
@@ -104,7 +111,11 @@ class DatasetMirror:
         max_backoff_s: float = 300.0,
         max_attempts: int = 8,
         check_connection: bool = True,
+        keep: int = 2,
+        delete_old_versions: bool = True,
     ) -> None:
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+            raise MirrorError(f"keep={keep!r}: each version carries at least the newest checkpoint (keep >= 1)")
         try:
             parsed = parse_dataset(handle, what="mirror dataset", versioned=False)
         except HandleError as exc:
@@ -143,6 +154,8 @@ class DatasetMirror:
             max_attempts=int(max_attempts),
             run_type=env.run_type(),
             accelerator=_accelerator() if self.enabled else "unknown",
+            keep=keep,
+            delete_old_versions=bool(delete_old_versions),
         )
         self._client = ApiClient(self._settings, self._credentials)
         self.report_off()
@@ -232,6 +245,7 @@ class DatasetMirror:
         assert self._credentials is not None
         proc = subprocess.Popen(
             [sys.executable, "-m", worker.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+            env=kit_python_env(),  # the kit may be an attached dataset on sys.path only
         )
         init = {"settings": dataclasses.asdict(self._settings), "credentials": dataclasses.asdict(self._credentials)}
         assert proc.stdin is not None
@@ -303,15 +317,19 @@ class DatasetMirror:
             self.in_flight = None
             self._fail(str(failure))
 
-    def submit(self, latest: CheckpointInfo, best: CheckpointInfo | None = None) -> None:
-        """Queue a checkpoint (and the best one, if older) for upload; returns at once.
+    def submit(self, latest: CheckpointInfo, best: CheckpointInfo | None = None,
+               recent: Sequence[CheckpointInfo] = ()) -> None:
+        """Queue a checkpoint (the best one, if older, and the ``keep - 1`` newest of ``recent``) for upload; returns
+        at once.
 
         A job still waiting is replaced (its checkpoint is older, and the new version covers it).
         """
         if not self.enabled:
             return
         self._drain()
-        job = {"latest": str(latest.manifest_path), "best": str(best.manifest_path) if best else None}
+        job = {"latest": str(latest.manifest_path), "best": str(best.manifest_path) if best else None,
+               "recent": [str(i.manifest_path) for i in sorted(recent, key=lambda i: -i.step)
+                          if i.step < latest.step][: self._settings.keep - 1]}
         self._outstanding += 1
         self._send(worker.JOB, job)
 
@@ -375,6 +393,11 @@ class DatasetMirror:
         if self._ledger is not None or not path.is_file():
             return
         try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                warnings.warn(f"{path} is larger than a ledger can be: the run's earlier sessions are left out of "
+                              "its ledger", RuntimeWarning, stacklevel=2)
+                self._ledger = []
+                return
             data = path.read_bytes()
         except OSError:
             return
@@ -387,36 +410,91 @@ class DatasetMirror:
         self._drain()
         return [dict(s) for s in self._ledger or []]
 
+    def _ready_version(self, api: Any) -> int | None:
+        """The newest version that is ready, waiting (up to ``verify_timeout_s``) while the only one processes.
+
+        Returns:
+            The version number (0 when the dataset lists no versions), or None when there is no dataset.
+        """
+        client = self._client
+        deadline = time.monotonic() + self._settings.verify_timeout_s
+        while True:
+            try:
+                dataset = client.get_dataset(api, attempts=3)
+                status = client.call(f"reading the status of {self.handle}",
+                                     lambda: api.dataset_status(self.handle), attempts=3)
+            except MirrorError as exc:
+                if response_status(exc) not in (403, 404):
+                    warnings.warn(f"could not read {self.handle} to look for checkpoints: {exc}", RuntimeWarning,
+                                  stacklevel=3)
+                return None
+            current = int(getattr(dataset, "current_version_number", 0) or 0)
+            if not current or str(status).lower() == "ready":
+                return current
+            # The newest version still processes (it was just uploaded): an older ready one will do, if kept.
+            older = [int(getattr(v, "version_number", 0) or 0) for v in getattr(dataset, "versions", None) or []
+                     if str(getattr(v, "status", "") or "").lower() == "ready"]
+            if older:
+                return max(older)
+            if time.monotonic() > deadline:
+                warnings.warn(f"version {current} of {self.handle} was not ready after "
+                              f"{self._settings.verify_timeout_s:.0f} s; not resuming from it", RuntimeWarning,
+                              stacklevel=3)
+                return None
+            client.wait(self._settings.poll_interval_s)
+
+    def _listed_names(self, api: Any, ref: str) -> list[str]:
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            response = self._client.call(f"listing the files of {ref}", lambda: api.dataset_list_files(
+                ref, page_token=token, page_size=200), attempts=3)
+            names.extend(str(item.name) for item in getattr(response, "dataset_files", None) or [])
+            token = getattr(response, "next_page_token", None)
+            if not token:
+                return names
+
     def remote_pointer(self) -> dict[str, Any] | None:
-        """The newest ready version's ``latest.json`` (with its ``version``), or None when there is none."""
+        """The newest ready version's ``latest.json`` (with its ``version``), or None when there is none.
+
+        A version whose ``latest.json`` is missing or unusable is not given up on: its checkpoints are found from
+        its file list (with a warning), and their manifests say whose run they are.
+        """
         if not self.enabled:
             return None
         client = self._client
         api = client.api()
-        try:
-            dataset = client.get_dataset(api, attempts=3)
-        except MirrorError as exc:
-            if response_status(exc) not in (403, 404):
-                warnings.warn(f"could not read {self.handle} to look for checkpoints: {exc}", RuntimeWarning,
-                              stacklevel=2)
+        version = self._ready_version(api)
+        if version is None:
             return None
-        version = int(getattr(dataset, "current_version_number", 0) or 0)
         ref = f"{self.handle}/{version}" if version else self.handle
+        pointer: dict[str, Any] | None = None
         with tempfile.TemporaryDirectory(prefix="kaggle-kit-pointer-") as tmp:
-            for name in (POINTER_FILE, LEDGER_FILE):
-                try:
-                    client.download_file(api, ref, name, tmp, attempts=3)
-                except MirrorError as exc:
-                    if name == POINTER_FILE:
-                        warnings.warn(f"{self.handle} has no readable {POINTER_FILE}: {exc}", RuntimeWarning,
-                                      stacklevel=2)
-                        return None
+            problem = None
             try:
+                client.download_file(api, ref, POINTER_FILE, tmp, attempts=3)
                 pointer = parse_pointer((Path(tmp) / POINTER_FILE).read_bytes(), where=f"{POINTER_FILE} of {ref}")
             except (OSError, MirrorError) as exc:
-                warnings.warn(f"{POINTER_FILE} of {self.handle} is unusable: {exc}", RuntimeWarning, stacklevel=2)
+                problem = exc
+            try:
+                client.download_file(api, ref, LEDGER_FILE, tmp, attempts=3)
+                self.seed_ledger(Path(tmp) / LEDGER_FILE)
+            except MirrorError:
+                pass  # no ledger: the history starts with this session
+        if pointer is None:
+            try:
+                pointer = pointer_from_names(self._listed_names(api, ref))
+            except MirrorError as exc:
+                warnings.warn(f"could not list the files of {ref}: {exc}", RuntimeWarning, stacklevel=2)
                 return None
-            self.seed_ledger(Path(tmp) / LEDGER_FILE)
+            if pointer is not None:
+                warnings.warn(f"{POINTER_FILE} of {ref} is unusable ({problem}); looking for checkpoints in its file "
+                              "list instead", RuntimeWarning, stacklevel=2)
+            else:
+                if version:
+                    warnings.warn(f"{ref} holds no checkpoint (and no usable {POINTER_FILE}: {problem})",
+                                  RuntimeWarning, stacklevel=2)
+                return None
         pointer["version"] = version
         return pointer
 

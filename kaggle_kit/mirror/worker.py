@@ -8,9 +8,12 @@ stdout with ``["started", manifest]``, ``["skipped", manifest]``, ``["done", con
 into a final save and flush, which needs it alive) and runs at a lower CPU priority.
 
 Each upload stages one dataset version in a folder under the temp folder (never the working folder, so nothing
-staged becomes notebook output): the newest checkpoint, the best one when it is older, ``latest.json`` and
-``ledger.json``. A newer job submitted while another waits replaces it (coalescing). After each upload the version is
-verified (status ready, files and sizes as sent) before it is reported done.
+staged becomes notebook output): the newest ``keep`` checkpoints, the best one when it is older, ``latest.json`` and
+``ledger.json``. Since every version holds all a resume needs, it is created with ``deleteOldVersions`` (the only
+deletion Kaggle's API offers), so the dataset keeps one version and its size stays bounded. A dataset whose
+``latest.json`` names another run is never written over. A newer job submitted while another waits replaces it
+(coalescing). After each upload the version is verified (status ready, files and sizes as sent) before it is
+reported done.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from kaggle_kit.checkpoint.format import CheckpointInfo, copy_checkpoint, info_f
 from kaggle_kit.errors import CheckpointError, MirrorError, MirrorStopped, TransientApiError
 from kaggle_kit.mirror.client import ApiClient, MirrorSettings, response_status
 from kaggle_kit.mirror.ledger import LEDGER_FILE, POINTER_FILE, Confirmed, ledger_document, new_session, now_iso, \
-    parse_ledger, pointer_document
+    parse_ledger, parse_pointer, pointer_document
 
 if TYPE_CHECKING:
     from kaggle_kit.kaggle_api import Credentials
@@ -71,6 +74,7 @@ class Uploader(ApiClient):
         self._exists: bool | None = None
         self._ledger_sessions: list[dict[str, Any]] | None = None
         self._session = new_session(run_type=settings.run_type, accelerator=settings.accelerator)
+        self._dataset_run_checked = False
 
     def _clean_stale_staging(self, older_than_s: float = 600.0) -> None:
         """Remove version folders an uploader killed mid-upload left behind."""
@@ -127,12 +131,20 @@ class Uploader(ApiClient):
     def _upload(self, job: dict[str, Any]) -> Confirmed:
         latest = info_from_manifest(Path(job["latest"]), "local")
         best = info_from_manifest(Path(job["best"]), "local") if job.get("best") else None
+        recent: list[CheckpointInfo] = []
+        for path in job.get("recent") or []:
+            if len(recent) + 1 >= self.settings.keep:
+                break
+            try:
+                recent.append(info_from_manifest(Path(path), "local"))
+            except CheckpointError:
+                continue  # deleted by retention meanwhile: the version carries one checkpoint fewer
         if self._session["first_step"] is None:
             self._session["first_step"] = latest.step
         attempt = 0
         while True:
             try:
-                return self._upload_once(latest, best)
+                return self._upload_once(latest, best, recent)
             except TransientApiError as exc:
                 attempt += 1
                 if attempt >= self.settings.max_attempts:
@@ -140,13 +152,16 @@ class Uploader(ApiClient):
                 self.retries += 1
                 self.wait(self.backoff(attempt))
 
-    def _upload_once(self, latest: CheckpointInfo, best: CheckpointInfo | None) -> Confirmed:
+    def _upload_once(self, latest: CheckpointInfo, best: CheckpointInfo | None,
+                     recent: list[CheckpointInfo]) -> Confirmed:
         api = self.api()
         folder = self.staging_root / f"{_STAGING_PREFIX}{latest.name}-{uuid.uuid4().hex[:6]}"
         try:
-            sent, best_name = self._stage(latest, best, folder)
+            sent, best_name = self._stage(latest, best, recent, folder)
             if self._exists is None:
                 self._exists = self._dataset_exists(api)
+            if self._exists and not self._dataset_run_checked:
+                self._refuse_another_run(api, latest)
             if self._ledger_sessions is None:
                 self._seed_ledger_from_dataset(api)
             self._write_ledger(folder, latest.step)
@@ -160,35 +175,49 @@ class Uploader(ApiClient):
                 error = getattr(response, "error", None)
                 if error and "already in use" in str(error):
                     self._exists = True
+                    self._refuse_another_run(api, latest)
                     previous = self._current_version(api)
                 elif error:
                     raise MirrorError(f"creating dataset {self.handle} was refused: {error}")
                 else:
-                    self._exists = True
+                    self._exists = self._dataset_run_checked = True
+                    self.note_created()
             if previous:
                 notes = _version_notes(latest)
                 response = self.call(
                     f"adding a version to {self.handle}",
                     lambda: api.dataset_create_version(
-                        str(folder), notes, quiet=True, convert_to_csv=False, delete_old_versions=False
+                        str(folder), notes, quiet=True, convert_to_csv=False,
+                        delete_old_versions=self.settings.delete_old_versions,
                     ),
                 )
                 error = getattr(response, "error", None)
                 if error:
                     raise MirrorError(f"the new version of {self.handle} was refused: {error}")
+                self.note_created()
             version = self._verify(api, previous, sent)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return Confirmed(version, latest.step, latest.name, best_name)
 
     def _stage(
-        self, latest: CheckpointInfo, best: CheckpointInfo | None, folder: Path
+        self, latest: CheckpointInfo, best: CheckpointInfo | None, recent: list[CheckpointInfo], folder: Path
     ) -> tuple[dict[str, int], str | None]:
         """Assemble one version's files; returns {name: bytes} of what will be sent, and the best's name."""
         folder.mkdir(parents=True, exist_ok=True)
-        items = [latest] + ([best] if best is not None and best.name != latest.name else [])
+        items = [latest]
+        for item in [*recent, *([best] if best is not None else [])]:
+            if item.name in {i.name for i in items}:
+                continue
+            try:
+                copy_checkpoint(item, folder)
+            except OSError:
+                if item is best:
+                    raise
+                continue  # an older checkpoint deleted meanwhile: the version carries one fewer
+            items.append(item)
+        copy_checkpoint(latest, folder)
         for item in items:
-            copy_checkpoint(item, folder)
             try:
                 # The staged copies must match their manifest: a checkpoint replaced meanwhile is not sent half-old.
                 verify_files(folder / item.manifest_path.name)
@@ -207,6 +236,28 @@ class Uploader(ApiClient):
         refuse_credentials_in(folder)
         sent = {p.name: p.stat().st_size for p in folder.iterdir() if p.name != _METADATA_FILE}
         return sent, pointer["best"]
+
+    def _refuse_another_run(self, api: Any, latest: CheckpointInfo) -> None:
+        """Never write over another run's checkpoints: each version replaces the dataset's content.
+
+        Raises:
+            MirrorError: the dataset's ``latest.json`` names another run.
+        """
+        with tempfile.TemporaryDirectory(prefix="kaggle-kit-pointer-") as tmp:
+            try:
+                self.download_file(api, self.handle, POINTER_FILE, tmp, attempts=3)
+                pointer = parse_pointer((Path(tmp) / POINTER_FILE).read_bytes(), where=f"{POINTER_FILE} of "
+                                        f"{self.handle}")
+            except (MirrorError, OSError):
+                pointer = None  # no pointer yet, or unreadable: nothing says the dataset is another run's
+        other = pointer.get("run_id") if pointer is not None else None
+        if other is not None and other != latest.run_id:
+            raise MirrorError(
+                f"dataset {self.handle} holds the checkpoints of run {other!r} (step {pointer['step']}), not of this "
+                f"run {latest.run_id!r}: each version replaces the dataset's content, so nothing is uploaded there. "
+                "Name another dataset for this run, or continue that run under its own name"
+            )
+        self._dataset_run_checked = True
 
     def _dataset_exists(self, api: Any) -> bool:
         try:

@@ -5,11 +5,11 @@ The public names are re-exported lazily, so ``import kaggle_kit.sim`` pulls in n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kaggle_kit.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "SimServer": "kaggle_kit.sim.server",
+    "SimSettings": "kaggle_kit.sim.settings",
     "FAULT_KINDS": "kaggle_kit.sim.faults",
     "Sandbox": "kaggle_kit.sim.sandbox",
     "SessionSpec": "kaggle_kit.sim.sandbox",
@@ -19,15 +19,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaggle_kit.sim' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,28 +1,37 @@
 """The dataset area: ``datasets.DatasetApiService`` (create, version, read, list, download, delete).
 
 A dataset record in the state holds its versions, newest last; a version is READY once ``processing_seconds`` have
-passed since it was created, and until then it cannot be read, downloaded or followed by another version.
+passed since it was created, and until then it cannot be followed by another version (403), and its files cannot be
+listed or downloaded (``settings.files_refusal_status``, also for ``settings.files_delay_s`` after it is READY).
+Every owner and slug is checked with Kaggle's rules (:mod:`kaggle_kit.handles`) before it is used.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kaggle_kit.errors import HandleError
+from kaggle_kit.handles import DatasetHandle, parse_dataset
 from kaggle_kit.sim.rpc import WEB_BASE, ApiError, Body, Redirect, iso_time, page, rpc, to_int
+from kaggle_kit.sim.settings import SimSettings
 from kaggle_kit.sim.state import StateStore
 from kaggle_kit.sim.uploads import Uploads
+
+# A title's length, as the client checks it before CreateDataset.
+_TITLE_LENGTH = (6, 50)
 
 
 class Datasets:
     """Datasets in the state; files arrive through the upload area's tokens and download as its blobs."""
 
-    def __init__(self, store: StateStore, uploads: Uploads, *, processing_seconds: float = 0.0) -> None:
+    def __init__(self, store: StateStore, uploads: Uploads, *, settings: SimSettings,
+                 processing_seconds: float = 0.0) -> None:
         self.store = store
         self.uploads = uploads
+        self.settings = settings
         self.processing_seconds = float(processing_seconds)
 
     @rpc("datasets.DatasetApiService/GetDatasetStatus")
@@ -34,18 +43,25 @@ class Datasets:
 
     @rpc("datasets.DatasetApiService/CreateDataset")
     def create_dataset(self, body: Body, user: str) -> dict[str, Any]:
-        owner, slug = str(body.get("ownerSlug") or user), str(body.get("slug") or "")
-        if owner.lower() != user.lower():
+        try:
+            handle = parse_dataset(f"{body.get('ownerSlug') or user}/{body.get('slug') or ''}", versioned=False)
+        except HandleError as exc:
+            return {"status": "error", "error": str(exc)}
+        owner, slug = handle.owner, handle.slug
+        if owner != user.lower():
             raise ApiError(403, f"user {user} cannot create datasets owned by {owner}")
-        if not 6 <= len(slug) <= 50 or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", slug):
-            return {"status": "error", "error": f"the dataset slug {slug!r} must be 6-50 letters, digits or dashes"}
-        files = self.uploads.resolve_tokens(body.get("files") or [])
-        key = _key(owner, slug)
+        title = body.get("title")
+        if title is not None and (not isinstance(title, str) or not _TITLE_LENGTH[0] <= len(title) <= _TITLE_LENGTH[1]):
+            return {"status": "error", "error": "The dataset title must be between 6 and 50 characters"}
+        files = self._files(body.get("files"))
+        if isinstance(files, str):
+            return {"status": "error", "error": files}
+        key = handle.ref
         with self.store.lock:
             if key in self.store.data["datasets"]:
                 return {"status": "error", "ref": key,
                         "error": f"The requested slug \"{slug}\" is already in use by a dataset."}
-            record = {"id": self.store.new_id(), "owner": owner.lower(), "slug": slug.lower(),
+            record = {"id": self.store.new_id(), "owner": owner, "slug": slug,
                       "title": body.get("title") or slug, "subtitle": body.get("subtitle") or "",
                       "description": body.get("description") or "", "license": body.get("licenseName") or "unknown",
                       "private": bool(body.get("isPrivate", False)), "keywords": list(body.get("categoryIds") or []),
@@ -135,13 +151,19 @@ class Datasets:
             record = self.find(body.get("ownerSlug"), body.get("datasetSlug"))
             version = self.version(record, body.get("datasetVersionNumber"))
             file_name = str(body.get("fileName") or "")
-            if file_name:
-                for entry in version["files"]:
-                    if entry["name"] == file_name:
-                        return Redirect(self.uploads.blob_url(entry["blob"], entry["name"]))
+            entry = next((e for e in version["files"] if e["name"] == file_name), None) if file_name else None
+            if file_name and entry is None:
                 raise ApiError(404, f"file {file_name!r} not found in version {version['number']} of "
                                     f"{record['owner']}/{record['slug']}")
             files = list(version["files"])
+        if entry is not None:
+            if int(entry["size"]) <= self.settings.zip_single_files_over_bytes:
+                return Redirect(self.uploads.blob_url(entry["blob"], entry["name"]))
+            # As Kaggle does, a large single file arrives compressed: <name>.zip holding the one file.
+            base = PurePosixPath(entry["name"]).name
+            zipped = self.store.single_file_zip(entry["blob"], base, entry["created"])
+            return Redirect(self.uploads.blob_url(zipped, f"{base}.zip"))
+        with self.store.lock:
             cached = version.get("zip")
         if cached is None or not self.store.blob_path(cached).exists():
             cached, _ = self.store.build_zip(files)
@@ -151,46 +173,54 @@ class Datasets:
         return Redirect(self.uploads.blob_url(cached, f"{record['slug']}.zip"))
 
     def find(self, owner: Any, slug: Any) -> dict[str, Any]:
-        """The record of dataset ``owner/slug``; ApiError 400 without both, 404 when there is none."""
-        record = self.store.data["datasets"].get(_key(owner, slug))
+        """The record of dataset ``owner/slug``; ApiError 400 for a handle Kaggle refuses, 404 when there is none."""
+        handle = _handle(owner, slug)
+        record = self.store.data["datasets"].get(handle.ref)
         if record is None:
-            raise ApiError(404, f"dataset {owner}/{slug} not found")
+            raise ApiError(404, f"dataset {handle.ref} not found")
         return record
 
     def ready(self, version: dict[str, Any]) -> bool:
         """Whether a version has finished processing."""
         return time.time() >= version["ready_at"]
 
+    def files_ready(self, version: dict[str, Any]) -> bool:
+        """Whether a version's files can be listed and downloaded (``files_delay_s`` after it is READY)."""
+        return time.time() >= version["ready_at"] + self.settings.files_delay_s
+
     def version(self, record: dict[str, Any], number: Any) -> dict[str, Any]:
-        """The requested version, or the newest READY one when ``number`` is empty."""
+        """The requested version, or the newest one whose files can be read when ``number`` is empty.
+
+        A version still processing answers ``settings.files_refusal_status`` (Kaggle: 409, or 404 for a while).
+        """
         versions = record["versions"]
+        ref = f"{record['owner']}/{record['slug']}"
         if number:
             for version in versions:
                 if version["number"] == to_int(number):
-                    if not self.ready(version):
-                        raise ApiError(409, f"version {number} of {record['owner']}/{record['slug']} is still "
-                                            "processing: wait until its status is ready")
+                    if not self.files_ready(version):
+                        raise ApiError(self.settings.files_refusal_status,
+                                       f"version {number} of {ref} is still processing: wait until its status is "
+                                       "ready")
                     return version
-            raise ApiError(404, f"dataset {record['owner']}/{record['slug']} has no version {number}")
+            raise ApiError(404, f"dataset {ref} has no version {number}")
         for version in reversed(versions):
-            if self.ready(version):
+            if self.files_ready(version):
                 return version
-        raise ApiError(409, f"dataset {record['owner']}/{record['slug']} is still processing its first version")
+        raise ApiError(self.settings.files_refusal_status, f"dataset {ref} is still processing its first version")
 
     def resolve_source(self, source: str) -> tuple[dict[str, Any], int | None]:
         """A kernel's dataset source (``owner/slug``, ``owner/slug/N`` or ``owner/slug/versions/N``): its record and
         version number (None for the newest); ApiError when malformed or unknown."""
-        parts = source.strip("/").split("/")
-        if len(parts) == 4 and parts[2] == "versions":
-            parts = [parts[0], parts[1], parts[3]]
-        if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].isdigit()):
-            raise ApiError(400, f"dataset source {source!r} is not owner/slug or owner/slug/N")
+        try:
+            handle = parse_dataset(source, what="dataset source")
+        except HandleError as exc:
+            raise ApiError(400, str(exc)) from None
         with self.store.lock:
-            record = self.find(parts[0], parts[1])
-            number = int(parts[2]) if len(parts) == 3 else None
-            if number is not None and not any(v["number"] == number for v in record["versions"]):
+            record = self.find(handle.owner, handle.slug)
+            if handle.version is not None and not any(v["number"] == handle.version for v in record["versions"]):
                 raise ApiError(404, f"dataset source {source!r}: no such version")
-        return record, number
+        return record, handle.version
 
     def version_dir(self, owner: str, slug: str, number: int | None = None) -> Path:
         """The files of a dataset version laid out in a folder (for mounting into sessions)."""
@@ -220,10 +250,20 @@ class Datasets:
         if body.get("categoryIds"):
             record["keywords"] = list(body["categoryIds"])
 
+    def _files(self, tokens: Any) -> list[dict[str, Any]] | str:
+        """The files a Create call's upload tokens stand for, or Kaggle's error when there are too many."""
+        files = self.uploads.resolve_tokens(tokens if isinstance(tokens, list) else [])
+        limit = self.settings.max_dataset_files
+        if len(files) > limit:
+            return f"The file count exceeds the maximum of {limit}"
+        return files
+
     def _add_version(self, record: dict[str, Any], body: Body, user: str) -> dict[str, Any]:
         if record["owner"] != user.lower():
             raise ApiError(403, f"user {user} cannot version {record['owner']}/{record['slug']}")
-        files = self.uploads.resolve_tokens(body.get("files") or [])
+        files = self._files(body.get("files"))
+        if isinstance(files, str):
+            return {"status": "error", "error": files}
         key = f"{record['owner']}/{record['slug']}"
         with self.store.lock:
             if not self.ready(record["versions"][-1]):
@@ -260,7 +300,10 @@ class Datasets:
         }
 
 
-def _key(owner: Any, slug: Any) -> str:
+def _handle(owner: Any, slug: Any) -> DatasetHandle:
     if not owner or not slug:
         raise ApiError(400, "ownerSlug and datasetSlug are required")
-    return f"{str(owner).lower()}/{str(slug).lower()}"
+    try:
+        return parse_dataset(f"{owner}/{slug}", versioned=False)
+    except HandleError as exc:
+        raise ApiError(400, str(exc)) from None

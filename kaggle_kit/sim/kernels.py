@@ -2,6 +2,11 @@
 
 A pushed version is queued with the session runner (a ``QUICK_SAVE`` is stored without running); its source,
 output and log live in the state's kernel folder.
+
+As on Kaggle: a kernel that does not exist or is not the caller's answers 403 (``Permission 'kernels.get' was
+denied``), never 404; a push that cannot run (a slug or title Kaggle refuses, an unknown machine shape, one GPU
+session too many) is refused in the reply's ``error`` with no version created; invalid sources are listed in the
+reply and left out of the version, which still runs.
 """
 
 from __future__ import annotations
@@ -10,12 +15,18 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
 
+from kaggle_kit.errors import HandleError
+from kaggle_kit.handles import KernelHandle, parse_dataset, parse_kernel
 from kaggle_kit.sim.datasets import Datasets
-from kaggle_kit.sim.rpc import OUTPUT_PATH, WEB_BASE, ApiError, Body, iso_time, page, rpc, to_int, version_number
-from kaggle_kit.sim.sessions import SessionRunner, accelerator_for
-from kaggle_kit.sim.state import StateStore
+from kaggle_kit.sim.rpc import (OUTPUT_PATH, WEB_BASE, ApiError, Body, UrlSigner, iso_time, page, permission_denied,
+                                rpc, to_int, version_number)
+from kaggle_kit.sim.sessions import (TERMINAL_STATUSES, SessionRunner, accelerator_for, competition_dir, model_dir,
+                                     uses_gpu_quota)
+from kaggle_kit.sim.state import StateStore, kernel_handle
+
+# A kernel title's shortest length, as the client checks it.
+_TITLE_MIN = 5
 
 
 class Kernels:
@@ -23,39 +34,55 @@ class Kernels:
     from, their runs queued with ``sessions``."""
 
     def __init__(self, store: StateStore, datasets: Datasets, sessions: SessionRunner, *,
-                 base_url: Callable[[], str]) -> None:
+                 base_url: Callable[[], str], signer: UrlSigner) -> None:
         self.store = store
         self.datasets = datasets
         self.sessions = sessions
         self.base_url = base_url
+        self.signer = signer
 
     @rpc("kernels.KernelsApiService/SaveKernel")
     def save_kernel(self, body: Body, user: str) -> dict[str, Any]:
         slug = str(body.get("slug") or "")
+        title = body.get("newTitle")
+        if title is not None and (not isinstance(title, str) or len(title.strip()) < _TITLE_MIN):
+            return {"error": "Title must be at least five characters"}
         with self.store.lock:
             if slug:
-                owner, _, kslug = slug.partition("/") if "/" in slug else (user, "", slug)
-                if not kslug or "/" in kslug:
-                    raise ApiError(400, f"kernel slug {slug!r} is not owner/kernel-slug")
-                if owner.lower() != user.lower():
+                try:
+                    handle = parse_kernel(slug if "/" in slug else f"{user}/{slug}", what="kernel id",
+                                          versioned=False)
+                except HandleError as exc:
+                    return {"error": str(exc)}
+                owner, kslug = handle.owner, handle.slug
+                if owner != user.lower():
                     raise ApiError(403, f"user {user} cannot push kernels owned by {owner}")
-                key = f"{owner.lower()}/{kslug.lower()}"
+                key = handle.ref
                 record = self.store.data["kernels"].get(key)
             elif body.get("id"):
                 record = next((k for k in self.store.data["kernels"].values() if k["id"] == to_int(body["id"])), None)
-                if record is None:
-                    raise ApiError(404, f"kernel with id {body['id']} not found")
+                if record is None or record["owner"] != user.lower():
+                    raise permission_denied()
                 key = f"{record['owner']}/{record['slug']}"
             else:
                 raise ApiError(400, "SaveKernel needs a slug (owner/kernel-slug) or an id")
-            if record is None:
-                record = {"id": self.store.new_id(), "owner": owner.lower(), "slug": kslug.lower(),
-                          "title": body.get("newTitle") or kslug, "versions": []}
-                self.store.data["kernels"][key] = record
-            elif body.get("newTitle"):
-                record["title"] = body["newTitle"]
-            number = record["versions"][-1]["number"] + 1 if record["versions"] else 1
             quick_save = body.get("kernelExecutionType") == "QUICK_SAVE"
+            try:
+                accelerator = accelerator_for(body.get("machineShape") or None,
+                                              enable_gpu=bool(body.get("enableGpu", False)),
+                                              enable_tpu=bool(body.get("enableTpu", False)))
+            except ValueError as exc:
+                return {"error": str(exc)}
+            limit = self.sessions.settings.max_gpu_sessions
+            if not quick_save and uses_gpu_quota(accelerator) and self.sessions.active_gpu_sessions() >= limit:
+                return {"error": f"Maximum batch GPU session count of {limit} reached."}
+            if record is None:
+                record = {"id": self.store.new_id(), "owner": owner, "slug": kslug,
+                          "title": title or kslug, "versions": []}
+                self.store.data["kernels"][key] = record
+            elif title:
+                record["title"] = title
+            number = record["versions"][-1]["number"] + 1 if record["versions"] else 1
             version: dict[str, Any] = {
                 "number": number, "created": time.time(), "source": str(body.get("text") or ""),
                 "language": str(body.get("language") or "python"),
@@ -71,14 +98,8 @@ class Kernels:
                 "keywords": list(body.get("categoryIds") or []),
                 "timeout_s": to_int(body.get("sessionTimeoutSeconds"), 0) or None,
                 "status": "NEW_SCRIPT" if quick_save else "QUEUED", "failure": "", "started": None, "finished": None,
-                "has_output": False, "gpu_s": 0.0,
+                "has_output": False, "gpu_s": 0.0, "accelerator": accelerator,
             }
-            try:
-                version["accelerator"] = accelerator_for(version["machine_shape"] or None,
-                                                         enable_gpu=version["enable_gpu"],
-                                                         enable_tpu=version["enable_tpu"])
-            except ValueError as exc:
-                raise ApiError(400, str(exc)) from None
             invalid = self._check_sources(version)
             record["versions"].append(version)
             self._version_dir(record, number).mkdir(parents=True, exist_ok=True)
@@ -93,7 +114,7 @@ class Kernels:
     @rpc("kernels.KernelsApiService/GetKernelSessionStatus")
     def get_kernel_session_status(self, body: Body, user: str) -> dict[str, Any]:
         with self.store.lock:
-            record = self.find(body.get("userName"), body.get("kernelSlug"))
+            record = self.find(body.get("userName"), body.get("kernelSlug"), user)
             version = self.version(record, body.get("versionLabel"))
             reply = {"status": version["status"]}
             if version["failure"]:
@@ -103,17 +124,17 @@ class Kernels:
     @rpc("kernels.KernelsApiService/ListKernelSessionOutput")
     def list_kernel_session_output(self, body: Body, user: str) -> dict[str, Any]:
         with self.store.lock:
-            record = self.find(body.get("userName"), body.get("kernelSlug"))
+            record = self.find(body.get("userName"), body.get("kernelSlug"), user)
             version = self.version(record, body.get("versionLabel"))
             folder = self._version_dir(record, version["number"])
-            done = version["status"] in ("COMPLETE", "ERROR")
+            done = version["status"] in TERMINAL_STATUSES
         files: list[dict[str, str]] = []
         output = folder / "output"
         if done and output.is_dir():
-            base = f"{self.base_url()}{OUTPUT_PATH}{record['owner']}/{record['slug']}/{version['number']}"
+            prefix = f"{OUTPUT_PATH}{record['owner']}/{record['slug']}/{version['number']}"
             for path in sorted(p for p in output.rglob("*") if p.is_file()):
                 rel = path.relative_to(output).as_posix()
-                files.append({"fileName": rel, "url": f"{base}/{quote(rel)}"})
+                files.append({"fileName": rel, "url": self.signer.url(self.base_url(), f"{prefix}/{rel}")})
         chunk, token = page(files, body)
         log_path = folder / "log.txt"
         log = log_path.read_text(errors="replace") if done and log_path.is_file() else ""
@@ -122,7 +143,7 @@ class Kernels:
     @rpc("kernels.KernelsApiService/GetKernel")
     def get_kernel(self, body: Body, user: str) -> dict[str, Any]:
         with self.store.lock:
-            record = self.find(body.get("userName"), body.get("kernelSlug"))
+            record = self.find(body.get("userName"), body.get("kernelSlug"), user)
             version = self.version(record, body.get("versionLabel"))
             return {"metadata": self._metadata_json(record, version),
                     "blob": {"source": version["source"], "language": version["language"],
@@ -155,21 +176,32 @@ class Kernels:
     @rpc("kernels.KernelsApiService/DeleteKernel")
     def delete_kernel(self, body: Body, user: str) -> dict[str, Any]:
         with self.store.lock:
-            record = self.find(body.get("userName"), body.get("kernelSlug"))
+            record = self.find(body.get("userName"), body.get("kernelSlug"), user)
             if record["owner"] != user.lower():
                 raise ApiError(403, f"user {user} cannot delete {record['owner']}/{record['slug']}")
+            folder = self.store.kernel_dir(kernel_handle(record["owner"], record["slug"]))
             del self.store.data["kernels"][f"{record['owner']}/{record['slug']}"]
             self.store.save()
-        shutil.rmtree(self.store.kernel_dir(record["owner"], record["slug"]), ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         return {}
 
-    def find(self, owner: Any, slug: Any) -> dict[str, Any]:
-        """The record of kernel ``owner/slug``; ApiError 400 without both, 404 when there is none."""
+    def find(self, owner: Any, slug: Any, user: str | None = None) -> dict[str, Any]:
+        """The record of kernel ``owner/slug``.
+
+        ApiError 400 without both or for a handle Kaggle refuses; 403 (Kaggle's "Permission 'kernels.get' was
+        denied") when there is none, or when it is private and ``user`` is not its owner.
+        """
         if not owner or not slug:
             raise ApiError(400, "userName and kernelSlug are required")
-        record = self.store.data["kernels"].get(f"{str(owner).lower()}/{str(slug).lower()}")
+        try:
+            handle = parse_kernel(f"{owner}/{slug}", versioned=False)
+        except HandleError as exc:
+            raise ApiError(400, str(exc)) from None
+        record = self.store.data["kernels"].get(handle.ref)
         if record is None:
-            raise ApiError(404, f"kernel {owner}/{slug} not found")
+            raise permission_denied()
+        if user is not None and record["owner"] != user.lower() and record["versions"][-1]["private"]:
+            raise permission_denied()
         return record
 
     def version(self, record: dict[str, Any], label: Any) -> dict[str, Any]:
@@ -187,16 +219,16 @@ class Kernels:
         with self.store.lock:
             try:
                 record = self.find(owner, slug)
-            except ApiError:
+                root = (self._version_dir(record, number) / "output").resolve()
+            except (ApiError, ValueError):
                 return None
-            root = (self._version_dir(record, number) / "output").resolve()
         path = (root / rel).resolve()
         if root not in path.parents or not path.is_file():
             return None
         return path
 
     def _version_dir(self, record: dict[str, Any], number: int) -> Path:
-        return self.store.kernel_dir(record["owner"], record["slug"], number)
+        return self.store.kernel_dir(kernel_handle(record["owner"], record["slug"]), number)
 
     def _metadata_json(self, record: dict[str, Any], version: dict[str, Any]) -> dict[str, Any]:
         meta = {"id": record["id"], "ref": f"{record['owner']}/{record['slug']}", "title": record["title"],
@@ -215,22 +247,32 @@ class Kernels:
         return meta
 
     def _check_sources(self, version: dict[str, Any]) -> dict[str, list[str]]:
-        invalid: dict[str, list[str]] = {"invalidDatasetSources": [], "invalidKernelSources": [],
-                                         "invalidCompetitionSources": [], "invalidModelSources": []}
-        for source in version["dataset_sources"]:
-            try:
-                self.datasets.resolve_source(source)
-            except ApiError:
-                invalid["invalidDatasetSources"].append(source)
-        for source in version["kernel_sources"]:
-            owner, _, rest = source.partition("/")
-            if f"{owner.lower()}/{rest.split('/')[0].lower()}" not in self.store.data["kernels"]:
-                invalid["invalidKernelSources"].append(source)
-        competitions, models = self.sessions.competitions_dir, self.sessions.models_dir
-        for source in version["competition_sources"]:
-            if competitions is None or not (competitions / source).is_dir():
-                invalid["invalidCompetitionSources"].append(source)
-        for source in version["model_sources"]:
-            if models is None or not (models / source).is_dir():
-                invalid["invalidModelSources"].append(source)
+        """List the invalid sources of a new version and leave them out of it, as Kaggle does."""
+        checks: dict[str, tuple[str, Callable[[str], bool]]] = {
+            "dataset_sources": ("invalidDatasetSources", self._dataset_source_ok),
+            "kernel_sources": ("invalidKernelSources", self._kernel_source_ok),
+            "competition_sources": ("invalidCompetitionSources",
+                                    lambda s: competition_dir(self.sessions.competitions_dir, s) is not None),
+            "model_sources": ("invalidModelSources", lambda s: model_dir(self.sessions.models_dir, s) is not None),
+        }
+        invalid: dict[str, list[str]] = {}
+        for field, (reply_name, ok) in checks.items():
+            sources = [str(s) for s in version[field]]
+            invalid[reply_name] = [s for s in sources if not ok(s)]
+            version[field] = [s for s in sources if s not in invalid[reply_name]]
         return invalid
+
+    def _dataset_source_ok(self, source: str) -> bool:
+        try:
+            parse_dataset(source, what="dataset source")
+            self.datasets.resolve_source(source)
+        except (HandleError, ApiError):
+            return False
+        return True
+
+    def _kernel_source_ok(self, source: str) -> bool:
+        try:
+            handle: KernelHandle = parse_kernel(source, what="kernel source")
+        except HandleError:
+            return False
+        return handle.ref in self.store.data["kernels"]

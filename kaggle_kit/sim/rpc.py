@@ -7,10 +7,15 @@ server builds its table from the areas with :func:`rpc_table`, so adding an RPC 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import quote
 
 WEB_BASE = "https://www.kaggle.com"
 # Paths the server answers besides the RPCs; the areas build URLs with them, the HTTP layer routes on them.
@@ -30,6 +35,42 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+
+
+def permission_denied(permission: str = "kernels.get") -> ApiError:
+    """Kaggle's answer to a resource that does not exist or is not the caller's: 403, the permission named."""
+    return ApiError(403, f"Permission '{permission}' was denied")
+
+
+class UrlSigner:
+    """Signs the server's download paths with an expiring HMAC, as Kaggle hands out signed storage URLs.
+
+    A bare GET (the client sends no credentials to the URLs it was handed) is served only with a valid, unexpired
+    signature; the key lives in memory, so a restarted server hands out new URLs.
+    """
+
+    def __init__(self, *, ttl_s: Callable[[], float]) -> None:
+        self._key = secrets.token_bytes(32)
+        self._ttl_s = ttl_s
+
+    def _mac(self, path: str, expires: int) -> str:
+        return hmac.new(self._key, f"GET\n{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def url(self, base: str, path: str, *, now: float | None = None) -> str:
+        """``base`` + the URL-quoted ``path`` (unquoted form) + its ``expires`` and ``signature`` parameters."""
+        expires = int((time.time() if now is None else now) + self._ttl_s())
+        return f"{base}{quote(path)}?expires={expires}&signature={self._mac(path, expires)}"
+
+    def verify(self, path: str, query: Mapping[str, str]) -> str | None:
+        """None when ``query`` signs ``path`` and has not expired, else why not."""
+        signature, expires = query.get("signature"), query.get("expires")
+        if not signature or not expires:
+            return "the URL carries no signature"
+        if not expires.isdigit() or not hmac.compare_digest(signature, self._mac(path, int(expires))):
+            return "the URL's signature does not match it"
+        if int(expires) < time.time():
+            return "the signed URL has expired"
+        return None
 
 
 class Redirect:

@@ -1,21 +1,28 @@
 """The session sandbox: run a notebook as Kaggle would, offline.
 
-Each session gets a fresh tree ``<workdir>/sessions/<id>/kaggle/{input,working,temp}``. On Linux the kernel runs in
-a mount namespace of its own, with that tree at ``/kaggle`` and ``/kaggle/input`` (and every input bound under it)
-read-only, so code with literal ``/kaggle/...`` paths runs unchanged; without the internet it also gets a network
-namespace with only a loopback interface. Where namespaces cannot be made, the session falls back to pointing the kit
-at the tree through ``KAGGLE_KIT_KAGGLE_ROOT`` and says so in its log and result.
+Each session gets a fresh tree ``<workdir>/sessions/<id>/kaggle/{input,working,temp}``. On Linux the kernel runs
+isolated (see :mod:`kaggle_kit.sim.sandbox_isolation`): root inside its own user namespace and an unprivileged id
+outside, in its own PID, mount and IPC namespaces (and, without the internet, network namespace), seeing the Python
+runtime read-only, that tree at ``/kaggle`` with ``/kaggle/input`` (and every input under it) read-only, and nothing
+else of the host: not the project's checkout, not the kit (a session imports only what it attached). Code with
+literal ``/kaggle/...`` paths runs unchanged. Where isolation cannot be had, the session falls back to pointing the
+kit at the tree through ``KAGGLE_KIT_KAGGLE_ROOT`` and says so loudly in its log and result.
+
+Inputs are mounted under one layout per session, the current one by default (``datasets/<owner>/<slug>``,
+``competitions/<slug>``, ``notebooks/<owner>/<slug>``, ``models/<owner>/<model>/<framework>/<variation>/<N>``), or
+the legacy one (``<slug>``), as Kaggle does one or the other.
 
 The notebook runs cell by cell in a real ipykernel (nbclient); the kernel sees Kaggle's environment variables, the
 user's secrets only through the ``kaggle_secrets`` stand-in, and the sandbox's own variables (the simulated
 accelerator, the scaled session limit, the GPU quota left). At the session limit, or when the weekly GPU quota runs
 out, every process of the session is SIGKILLed without warning, as on Kaggle; only then is ``/kaggle/working`` saved
-(Batch) or dropped (Interactive).
+(Batch, with the files Kaggle adds: see :mod:`kaggle_kit.sim.sandbox_outputs`) or dropped (Interactive).
 
 Session folder layout::
 
     <workdir>/sessions/<id>/__notebook__.ipynb   the executed notebook, with its outputs
-    <workdir>/sessions/<id>/session.log          the log, in Kaggle's shape (JSON list of stream records)
+    <workdir>/sessions/<id>/session.log          Kaggle's log: what the notebook printed (a JSON list of records)
+    <workdir>/sessions/<id>/sandbox.log          the sandbox's own messages: set-up, isolation, how the session ended
     <workdir>/sessions/<id>/notebook.ipynb       the notebook as submitted
     <workdir>/outputs/<id>/                      a Batch session's /kaggle/working (the version's output)
 """
@@ -28,7 +35,6 @@ import os
 import re
 import secrets as _secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,44 +47,83 @@ from typing import Any, Callable, Mapping
 import nbformat
 
 from kaggle_kit import envvars
+from kaggle_kit.env import KINDS, LAYOUTS, mount_target
 from kaggle_kit.errors import SandboxError
 from kaggle_kit.fileio import move_into_place
 from kaggle_kit.kaggle_platform import SESSION_LIMIT_S, burn_rate
+from kaggle_kit.sim.sandbox_isolation import (
+    INSIDE_PRIVATE,
+    INSIDE_STANDINS,
+    STANDINS,
+    SessionPaths,
+    hand_over,
+    launch_config,
+    launch_prefix,
+    namespace_problem,
+    outside_ids,
+    unreadable_inputs,
+)
 from kaggle_kit.sim.sandbox_kernel import (
     Deadline,
+    InsideConnection,
     SessionClient,
     SessionKernelManager,
     SessionLog,
     kill_session,
     session_namespace,
 )
+from kaggle_kit.sim.sandbox_outputs import write_kaggle_files
 
-__all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "namespace_problem"]
+__all__ = ["InputMount", "SessionSpec", "SessionResult", "Sandbox", "namespace_problem", "choose_isolation",
+           "INPUT_LAYOUTS", "KERNEL_TYPES"]
 
 ISOLATION_ENV = envvars.SIM_ISOLATION
 SECRETS_FILE_ENV = envvars.SIM_SECRETS_FILE
 RUN_TYPES = ("Batch", "Interactive")
 ISOLATIONS = ("auto", "namespace", "env")
-_LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
-_STANDINS = Path(__file__).with_name("standins")
-_KIT_PATH = Path(__file__).resolve().parents[2]  # the sys.path entry that holds the kaggle_kit package
+INPUT_LAYOUTS = LAYOUTS
+KERNEL_TYPES = ("notebook", "script")
 # Host variables a kernel inherits; everything else (credentials above all) stays out.
 _PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
 # A proxy address that refuses connections: HTTP clients fail fast when the internet is off but cannot be cut.
 _DEAD_PROXY = "http://127.0.0.1:9"
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes; leave room for the "-NNNNN" port suffix
+_INSIDE_IPC = "/run/kaggle-kit-ipc"  # the kernel's sockets, when the private folder's host path is too long for them
 
 
 @dataclass(frozen=True)
 class InputMount:
-    """A folder attached read-only at each of ``targets`` (paths relative to ``/kaggle/input``).
+    """A folder attached read-only under ``/kaggle/input``.
 
-    Mount a dataset under both layouts with e.g. ``InputMount(src, ("datasets/alice/ckpt", "ckpt"))``.
+    ``kind`` is ``"dataset"`` (``ref`` ``owner/slug``), ``"competition"`` (``slug``), ``"notebook"`` (a notebook's
+    output, ``owner/slug``) or ``"model"`` (``owner/model/framework/variation/N``), placed where the session's input
+    layout puts it; or ``"path"``: at ``ref`` itself (a path relative to ``/kaggle/input``) under either layout.
     """
 
     source: Path
-    targets: tuple[str, ...]
+    kind: str
+    ref: str
+
+    def target(self, layout: str) -> str:
+        """The path under ``/kaggle/input`` for ``layout``.
+
+        Raises:
+            SandboxError: an unknown kind, or a ref that does not fit it.
+        """
+        if self.kind == "path":
+            rel = PurePosixPath(self.ref)
+            if not self.ref or rel.is_absolute() or ".." in rel.parts or str(rel) == ".":
+                raise SandboxError(
+                    f"input target {self.ref!r} must be a relative path inside /kaggle/input, like 'datasets/a/ckpt'"
+                )
+            return rel.as_posix()
+        if self.kind not in KINDS:
+            raise SandboxError(f"input {self.source}: kind {self.kind!r} is not one of {', '.join((*KINDS, 'path'))}")
+        try:
+            return mount_target(self.kind, self.ref, layout)
+        except ValueError as exc:
+            raise SandboxError(f"input {self.source}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -89,6 +134,9 @@ class SessionSpec:
         notebook: an ``.ipynb``, a jupytext-readable ``.py``, or an in-memory notebook.
         run_type: "Batch" (a saved version: ``/kaggle/working`` is kept as the output) or "Interactive" (lost).
         mounts: inputs to attach under ``/kaggle/input``.
+        input_layout: "current" (``datasets/<owner>/<slug>``, ...) or "legacy" (``<slug>``): where inputs go.
+        kernel_type: "notebook" or "script": which copy of the code the output holds (``__notebook__.ipynb``, or
+            ``__script__.py`` and ``__script__.ipynb``).
         internet: off puts the kernel in a network namespace with nothing but its own loopback.
         accelerator: the simulated accelerator (``none``, ``T4``, ``T4x2``, ``P100``, ``L4``, ...).
         time_limit_s: the session limit in Kaggle seconds (12 h by default).
@@ -101,12 +149,14 @@ class SessionSpec:
         session_id: the session's folder name; a fresh one when None.
         isolation: "namespace", "env" (the ``KAGGLE_KIT_KAGGLE_ROOT`` fallback), or "auto" (namespace where
             possible; ``KAGGLE_KIT_SIM_ISOLATION`` can force either).
-        project_root: given to the kernel as ``KAGGLE_KIT_ROOT``; the host's ``KAGGLE_KIT_ROOT`` when None.
+        project_root: given to the kernel as ``KAGGLE_KIT_ROOT`` (a path as the kernel sees it); unset when None.
     """
 
     notebook: Path | nbformat.NotebookNode
     run_type: str = "Batch"
     mounts: tuple[InputMount, ...] = ()
+    input_layout: str = "current"
+    kernel_type: str = "notebook"
     internet: bool = True
     accelerator: str = "none"
     time_limit_s: float = SESSION_LIMIT_S
@@ -118,7 +168,7 @@ class SessionSpec:
     cwd_files: Mapping[str, Path | bytes] | None = None
     session_id: str | None = None
     isolation: str = "auto"
-    project_root: Path | None = None
+    project_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,9 +178,11 @@ class SessionResult:
     Attributes:
         status: "COMPLETE", "ERROR" (a cell raised, or the kernel died) or "KILLED" (limit or quota).
         killed_by: "time" or "quota" when KILLED, else None.
-        output_dir: Batch: ``/kaggle/working`` as it was when the session ended; Interactive: None.
+        output_dir: Batch: ``/kaggle/working`` as it was when the session ended, with Kaggle's own files added;
+            Interactive: None.
         executed_notebook: the notebook with the outputs of every cell that ran.
-        log_path: the session log (Kaggle's shape: a JSON list of ``{stream_name, time, data}``).
+        log_path: Kaggle's log (a JSON list of ``{stream_name, time, data}``): what the notebook printed.
+        sandbox_log_path: the sandbox's own messages (plain lines): set-up, isolation, how the session ended.
         wall_s: real seconds from the kernel's start to the end of the session.
         gpu_s: GPU quota consumed, in Kaggle seconds (wall time x clock scale x burn rate; 0 without a GPU).
         failure_message: what failed, for ERROR and KILLED.
@@ -142,6 +194,7 @@ class SessionResult:
         failed_cell: index (in the notebook's cells) of the cell that raised, or None.
         killed_at: epoch seconds when the kill was done (every process of the session dead), or None.
         session_dir: the session's folder.
+        input_layout: the layout the inputs were mounted under.
     """
 
     status: str
@@ -149,6 +202,7 @@ class SessionResult:
     output_dir: Path | None
     executed_notebook: Path
     log_path: Path
+    sandbox_log_path: Path
     wall_s: float
     gpu_s: float
     failure_message: str | None
@@ -159,34 +213,7 @@ class SessionResult:
     failed_cell: int | None
     killed_at: float | None
     session_dir: Path
-
-
-_probe_lock = threading.Lock()
-_probe_result: dict[str, str | None] = {}
-
-
-def namespace_problem() -> str | None:
-    """Why the kernel cannot get namespaces of its own here, or None when it can (checked once per process)."""
-    with _probe_lock:
-        if "result" not in _probe_result:
-            _probe_result["result"] = _probe_namespaces()
-        return _probe_result["result"]
-
-
-def _probe_namespaces() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return f"mount namespaces need Linux (this is {sys.platform})"
-    with tempfile.TemporaryDirectory(prefix="kaggle-kit-probe-") as folder:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-I", "-S", str(_LAUNCHER), "--probe", folder],
-                capture_output=True, text=True, timeout=30, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"the namespace probe could not run: {exc}"
-    if proc.returncode != 0:
-        return (proc.stderr.strip() or f"the namespace probe exited with status {proc.returncode}")
-    return None
+    input_layout: str
 
 
 @dataclass
@@ -196,10 +223,9 @@ class _Session:
     spec: SessionSpec
     session_id: str
     folder: Path
-    tree: Path
-    private: Path
-    home: Path
+    paths: SessionPaths
     log_path: Path
+    sandbox_log_path: Path
     executed: Path
     output_dir: Path
     isolation: str
@@ -208,8 +234,13 @@ class _Session:
     limit_s: float
     quota_s: float | None
     nb: nbformat.NotebookNode
+    inputs: tuple[tuple[Path, str], ...]  # (host folder, path under /kaggle/input)
     interrupted: bool = False
     ipc_dir: Path | None = None  # a short folder for the kernel's sockets when the private one's path is too long
+
+    @property
+    def tree(self) -> Path:
+        return self.paths.tree
 
 
 class Sandbox:
@@ -231,7 +262,7 @@ class Sandbox:
         """
         session = self._prepare(spec)
         outcome: dict[str, Any] = {}
-        log = SessionLog(session.log_path, time.monotonic(), echo=self.echo)
+        log = SessionLog(session.log_path, session.sandbox_log_path, time.monotonic(), echo=self.echo)
         done = threading.Event()
 
         def work() -> None:
@@ -261,7 +292,8 @@ class Sandbox:
                     pass
                 raise
             finally:
-                output_dir = self._finish(session, log, keep_output=spec.run_type == "Batch" and not interrupted)
+                output_dir = self._finish(session, log, outcome,
+                                          keep_output=spec.run_type == "Batch" and not interrupted)
         finally:
             log.close()
         if "status" not in outcome:
@@ -279,6 +311,7 @@ class Sandbox:
             output_dir=output_dir,
             executed_notebook=session.executed,
             log_path=session.log_path,
+            sandbox_log_path=session.sandbox_log_path,
             wall_s=wall_s,
             gpu_s=used,
             failure_message=outcome.get("failure"),
@@ -289,12 +322,13 @@ class Sandbox:
             failed_cell=outcome.get("failed_cell"),
             killed_at=outcome.get("killed_at"),
             session_dir=session.folder,
+            input_layout=spec.input_layout,
         )
 
     def _prepare(self, spec: SessionSpec) -> _Session:
-        _validate(spec)
+        inputs = _validate(spec)
         nb = _load_notebook(spec.notebook)
-        isolation, note = _choose_isolation(spec.isolation)
+        isolation, note = choose_isolation(spec.isolation)
         session_id = spec.session_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder = self.workdir / "sessions" / session_id
         output_dir = self.workdir / "outputs" / session_id
@@ -308,37 +342,37 @@ class Sandbox:
                 f"session {session_id!r} already exists under {self.workdir}: pick another session_id"
             ) from None
         try:
-            return self._populate(spec, nb, session_id, folder, output_dir, isolation, note)
+            return self._populate(spec, nb, inputs, session_id, folder, output_dir, isolation, note)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    def _populate(self, spec: SessionSpec, nb: nbformat.NotebookNode, session_id: str, folder: Path,
-                  output_dir: Path, isolation: str, note: str | None) -> _Session:
-        tree = folder / "kaggle"
-        for sub in ("input", "working", "temp"):
-            (tree / sub).mkdir(parents=True)
-        private = folder / "private"
-        private.mkdir(mode=0o700)
-        home = folder / "home"
-        home.mkdir()
+    def _populate(self, spec: SessionSpec, nb: nbformat.NotebookNode, inputs: tuple[tuple[Path, str], ...],
+                  session_id: str, folder: Path, output_dir: Path, isolation: str, note: str | None) -> _Session:
+        paths = SessionPaths(tree=folder / "kaggle", home=folder / "home", tmp=folder / "tmp",
+                             private=folder / "private", mounts=folder / "mnt")
         nbformat.write(nb, str(folder / "notebook.ipynb"))
         internet_blocked = not spec.internet and isolation == "namespace"
-        for mount in spec.mounts:
-            for target in mount.targets:
-                place = tree / "input" / target
-                if isolation == "namespace":
-                    place.mkdir(parents=True, exist_ok=True)  # the mount point; the launcher binds over it
-                else:
-                    place.parent.mkdir(parents=True, exist_ok=True)
-                    place.symlink_to(Path(mount.source).resolve(), target_is_directory=True)
+        for source, target in inputs:
+            place = paths.tree / "input" / target
+            if isolation == "namespace":
+                place.mkdir(parents=True, exist_ok=True)  # the mount point; the launcher binds over it
+            else:
+                place.parent.mkdir(parents=True, exist_ok=True)
+                place.symlink_to(source, target_is_directory=True)
         for name, content in (spec.cwd_files or {}).items():
-            dest = tree / "working" / name
+            dest = paths.tree / "working" / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, bytes):
                 dest.write_bytes(content)
             else:
                 shutil.copy2(content, dest)
+        if isolation == "namespace":
+            paths.make()  # after the files above: the session's root owns its working folder and all in it
+        else:
+            for path in (paths.tree / "working", paths.tree / "temp", paths.home, paths.tmp):
+                path.mkdir(parents=True, exist_ok=True)
+            paths.private.mkdir(mode=0o700)
 
         limit_s = spec.time_limit_s / spec.clock_scale
         burn = burn_rate(spec.accelerator)
@@ -346,10 +380,11 @@ class Sandbox:
         if burn and spec.quota_left_s is not None:
             quota_s = spec.quota_left_s / spec.clock_scale / burn
         return _Session(
-            spec=spec, session_id=session_id, folder=folder, tree=tree, private=private, home=home,
-            log_path=folder / "session.log", executed=folder / "__notebook__.ipynb", output_dir=output_dir,
+            spec=spec, session_id=session_id, folder=folder, paths=paths,
+            log_path=folder / "session.log", sandbox_log_path=folder / "sandbox.log",
+            executed=folder / "__notebook__.ipynb", output_dir=output_dir,
             isolation=isolation, isolation_note=note, internet_blocked=internet_blocked,
-            limit_s=limit_s, quota_s=quota_s, nb=nb,
+            limit_s=limit_s, quota_s=quota_s, nb=nb, inputs=inputs,
         )
 
     async def _execute(self, session: _Session, log: SessionLog) -> dict[str, Any]:
@@ -357,24 +392,27 @@ class Sandbox:
         spec = session.spec
         _announce(session, log)
         token = _secrets.token_hex(16)
-        _write_private_json(session.private / "secrets.json", {"token": token, "secrets": dict(spec.secrets)})
+        _write_private_json(session.paths.private / "secrets.json", {"token": token, "secrets": dict(spec.secrets)},
+                            owner=outside_ids() if session.isolation == "namespace" else None)
         km = SessionKernelManager(
             kernel_name="python3",
             transport="ipc" if os.name == "posix" else "tcp",
-            connection_file=str(session.private / "kernel.json"),
+            connection_file=str(session.folder / "kernel.json"),
         )
         if km.transport == "ipc":
             km.ip = _ipc_prefix(session)
         if session.isolation == "namespace":
-            config = session.private / "launch.json"
-            (session.private / "root").mkdir()
-            _write_private_json(config, {
-                "internet": spec.internet,
-                "newroot": str(session.private / "root"),
-                "tree": str(session.tree),
-                "mounts": [[str(Path(m.source).resolve()), t] for m in spec.mounts for t in m.targets],
-            })
-            km.launch_prefix = [sys.executable, "-I", "-S", str(_LAUNCHER), str(config), "--"]
+            inputs = list(session.inputs)
+            config = session.folder / "launch.json"
+            launch = launch_config(session.paths, internet=spec.internet, inputs=inputs)
+            if session.ipc_dir is not None:
+                launch["steps"].insert(-2, {"op": "bind", "source": str(session.ipc_dir), "target": _INSIDE_IPC,
+                                            "read_only": False, "recursive": False})
+            _write_private_json(config, launch)
+            km.launch_prefix = launch_prefix(config)
+            km.inside = InsideConnection(
+                host_path=session.paths.private / "kernel.json", inside_path=f"{INSIDE_PRIVATE}/kernel.json",
+                ip=f"{_INSIDE_IPC if session.ipc_dir is not None else INSIDE_PRIVATE}/k", owner=outside_ids())
 
         start_epoch = time.time()
         start = time.monotonic()
@@ -441,7 +479,9 @@ class Sandbox:
             outcome["failure"] = "The session was interrupted by the caller."
         if outcome["status"] == "ERROR" and not outcome.get("failure"):
             outcome["failure"] = "The kernel died unexpectedly."
-        _record_kernel_stderr(stderr_path, log)
+        launch_failure = _record_kernel_stderr(stderr_path, log)
+        if launch_failure and outcome["status"] == "ERROR":
+            outcome["failure"] = f"{outcome['failure']} ({launch_failure})"
         if client is not None:
             nbformat.write(client.nb, str(session.executed))
         else:
@@ -450,7 +490,8 @@ class Sandbox:
         log.sandbox(outcome["status_line"])
         return outcome
 
-    def _finish(self, session: _Session, log: SessionLog, *, keep_output: bool) -> Path | None:
+    def _finish(self, session: _Session, log: SessionLog, outcome: Mapping[str, Any], *,
+                keep_output: bool) -> Path | None:
         """Save or drop ``/kaggle/working`` (after every process is dead), and remove what must not persist."""
         output_dir: Path | None = None
         try:
@@ -460,14 +501,23 @@ class Sandbox:
                 output_dir = session.output_dir
                 for dropped in _drop_escaping_links(output_dir):
                     log.sandbox(f"output: dropped {dropped}, a symbolic link to outside /kaggle/working")
+                if session.executed.is_file():
+                    executed = nbformat.read(str(session.executed), as_version=4)
+                    write_kaggle_files(output_dir, executed, kernel_type=session.spec.kernel_type, summary={
+                        "status": outcome.get("status"), "failureMessage": outcome.get("failure") or "",
+                        "runType": session.spec.run_type, "kernelType": session.spec.kernel_type,
+                    })
             elif session.spec.run_type == "Interactive":
                 log.sandbox("Interactive session: /kaggle/working is discarded, as on Kaggle")
             else:
                 log.sandbox("interrupted session: /kaggle/working is discarded")
         finally:
-            for folder in (session.tree, session.home, session.private, session.ipc_dir):
+            paths = session.paths
+            for folder in (paths.tree, paths.home, paths.tmp, paths.private, paths.mounts, session.ipc_dir):
                 if folder is not None:
                     shutil.rmtree(folder, ignore_errors=True)
+            for leftover in ("launch.json", "kernel.json"):
+                (session.folder / leftover).unlink(missing_ok=True)
         return output_dir
 
 
@@ -487,11 +537,16 @@ def _drop_escaping_links(folder: Path) -> list[str]:
     return dropped
 
 
-def _validate(spec: SessionSpec) -> None:
+def _validate(spec: SessionSpec) -> tuple[tuple[Path, str], ...]:
+    """Refuse a bad spec before anything is created; returns the inputs as (host folder, path under input)."""
     if spec.run_type not in RUN_TYPES:
         raise SandboxError(f"run_type {spec.run_type!r} is not one of {', '.join(RUN_TYPES)}")
     if spec.isolation not in ISOLATIONS:
         raise SandboxError(f"isolation {spec.isolation!r} is not one of {', '.join(ISOLATIONS)}")
+    if spec.input_layout not in INPUT_LAYOUTS:
+        raise SandboxError(f"input_layout {spec.input_layout!r} is not one of {', '.join(INPUT_LAYOUTS)}")
+    if spec.kernel_type not in KERNEL_TYPES:
+        raise SandboxError(f"kernel_type {spec.kernel_type!r} is not one of {', '.join(KERNEL_TYPES)}")
     if not spec.clock_scale > 0:
         raise SandboxError(f"clock_scale must be positive (Kaggle seconds per real second), got {spec.clock_scale}")
     if not spec.time_limit_s > 0:
@@ -505,29 +560,28 @@ def _validate(spec: SessionSpec) -> None:
     for label in spec.secrets:
         if not label:
             raise SandboxError("a secret has an empty label")
-    seen: list[PurePosixPath] = []
+    inputs: list[tuple[Path, str]] = []
     for mount in spec.mounts:
+        if not isinstance(mount, InputMount):
+            raise SandboxError(f"mounts holds {mount!r}: each input is an InputMount(source, kind, ref)")
         source = Path(mount.source)
         if not source.is_dir():
             raise SandboxError(f"input {source} is not a folder: mount the folder that holds the files")
-        if not mount.targets:
-            raise SandboxError(f"input {source} has no target under /kaggle/input: give e.g. ('datasets/owner/slug',)")
-        for target in mount.targets:
-            rel = PurePosixPath(target)
-            if not target or rel.is_absolute() or ".." in rel.parts or str(rel) == ".":
-                raise SandboxError(
-                    f"input target {target!r} must be a relative path inside /kaggle/input, like 'datasets/alice/ckpt'"
-                )
-            for other in seen:
-                if rel == other or other in rel.parents or rel in other.parents:
-                    raise SandboxError(f"input targets {str(other)!r} and {target!r} overlap: mount them apart")
-            seen.append(rel)
+        target = mount.target(spec.input_layout)
+        rel = PurePosixPath(target)
+        for _, other in inputs:
+            known = PurePosixPath(other)
+            if rel == known or known in rel.parents or rel in known.parents:
+                raise SandboxError(f"input targets {other!r} and {target!r} overlap under the {spec.input_layout} "
+                                   "layout: mount them apart")
+        inputs.append((source.resolve(), target))
     for name, content in (spec.cwd_files or {}).items():
         rel = PurePosixPath(name)
         if not name or rel.is_absolute() or ".." in rel.parts:
             raise SandboxError(f"cwd_files name {name!r} must be a relative path inside /kaggle/working")
         if not isinstance(content, bytes) and not Path(content).is_file():
             raise SandboxError(f"cwd_files[{name!r}]: {content} is not a file; pass a file's path or its bytes")
+    return tuple(inputs)
 
 
 def _load_notebook(notebook: Path | nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -561,7 +615,8 @@ def _load_notebook(notebook: Path | nbformat.NotebookNode) -> nbformat.NotebookN
     return nb
 
 
-def _choose_isolation(asked: str) -> tuple[str, str | None]:
+def choose_isolation(asked: str = "auto") -> tuple[str, str | None]:
+    """The isolation a session asking for ``asked`` gets here, and why it is the fallback when it is."""
     if asked == "auto":
         forced = os.environ.get(ISOLATION_ENV, "").strip()
         if forced and forced not in ("namespace", "env"):
@@ -579,30 +634,37 @@ def _choose_isolation(asked: str) -> tuple[str, str | None]:
 
 def _ipc_prefix(session: _Session) -> str:
     """Where the kernel's Unix sockets go: the private folder, unless that path is too long for a socket."""
-    prefix = session.private / "k"
+    prefix = session.paths.private / "k"
     if len(str(prefix)) + 6 <= _UNIX_SOCKET_MAX:
         return str(prefix)
     session.ipc_dir = Path(tempfile.mkdtemp(prefix="kk-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    if session.isolation == "namespace":
+        hand_over([session.ipc_dir])
     return str(session.ipc_dir / "k")
 
 
-def _write_private_json(path: Path, data: Any) -> None:
+def _write_private_json(path: Path, data: Any, *, owner: tuple[int, int] | None = None) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
+    if owner is not None and os.geteuid() == 0:
+        os.chown(path, *owner)
 
 
 def _kernel_env(session: _Session, *, token: str, start_epoch: float) -> dict[str, str]:
-    """The kernel's whole environment: Kaggle's variables and the sandbox's, never the host's credentials."""
+    """The kernel's whole environment: Kaggle's variables and the sandbox's, never the host's credentials, and no
+    path to anything the notebook did not attach (the kit included)."""
     spec = session.spec
+    isolated = session.isolation == "namespace"
     env = {name: os.environ[name] for name in _PASSTHROUGH_ENV if name in os.environ}
-    bin_dir = os.path.dirname(sys.executable)  # the venv's python and console scripts (kaggle, kaggle-kit) first
+    bin_dir = os.path.dirname(sys.executable)  # the runtime's python and console scripts (kaggle) first
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    private = INSIDE_PRIVATE if isolated else str(session.paths.private)
     env.update({
-        "HOME": str(session.home),
-        "JUPYTER_RUNTIME_DIR": str(session.private),
+        "HOME": "/root" if isolated else str(session.paths.home),
+        "JUPYTER_RUNTIME_DIR": private,
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-        "PYTHONPATH": os.pathsep.join([str(_STANDINS), str(_KIT_PATH)]),
+        "PYTHONPATH": INSIDE_STANDINS if isolated else str(STANDINS),
         envvars.KERNEL_RUN_TYPE: spec.run_type,
         envvars.URL_BASE: spec.api_url if (spec.internet and spec.api_url) else "https://www.kaggle.com",
         envvars.DATA_PROXY_URL: "https://dp.kaggle.net",
@@ -610,18 +672,18 @@ def _kernel_env(session: _Session, *, token: str, start_epoch: float) -> dict[st
         envvars.DATA_PROXY_PROJECT: "kaggle-kit-sim",
         envvars.USER_SECRETS_TOKEN: token,
         envvars.KERNEL_INTEGRATIONS: "",
-        SECRETS_FILE_ENV: str(session.private / "secrets.json"),
+        SECRETS_FILE_ENV: f"{private}/secrets.json",
         envvars.SIM_ACCELERATOR: spec.accelerator,
         envvars.SIM_SESSION_LIMIT_S: _number(session.limit_s),
         envvars.SIM_SESSION_START: f"{start_epoch:.3f}",
     })
+    if not isolated:
+        env["TMPDIR"] = str(session.paths.tmp)
+        env[envvars.KIT_KAGGLE_ROOT] = str(session.tree)
     if session.quota_s is not None and spec.quota_left_s is not None:
         env[envvars.SIM_QUOTA_LEFT_S] = _number(spec.quota_left_s / spec.clock_scale)
-    project_root = spec.project_root or os.environ.get(envvars.KIT_ROOT)
-    if project_root:
-        env[envvars.KIT_ROOT] = str(project_root)
-    if session.isolation == "env":
-        env[envvars.KIT_KAGGLE_ROOT] = str(session.tree)
+    if spec.project_root:
+        env[envvars.KIT_ROOT] = str(spec.project_root)
     if spec.internet and spec.api_url:
         env.update({
             envvars.KIT_API_ENDPOINT: spec.api_url,
@@ -649,17 +711,31 @@ def _announce(session: _Session, log: SessionLog) -> None:
     log.sandbox(
         f"session {session.session_id}: {spec.run_type}, accelerator {spec.accelerator}, "
         f"internet {'on' if spec.internet else 'off'}, limit {session.limit_s:g} s real "
-        f"({spec.time_limit_s:g} s at clock scale {spec.clock_scale:g}), {quota}"
+        f"({spec.time_limit_s:g} s at clock scale {spec.clock_scale:g}), {quota}, "
+        f"inputs under the {spec.input_layout} layout"
     )
+    for source, target in session.inputs:
+        log.sandbox(f"input: {source} at /kaggle/input/{target}")
     if session.isolation == "namespace":
-        log.sandbox("isolation: own mount namespace, the session tree at /kaggle, /kaggle/input read-only")
-    else:
+        uid, _ = outside_ids()
         log.sandbox(
-            f"isolation: FALLBACK, no namespaces ({session.isolation_note}); the tree is at {session.tree} and "
-            f"KAGGLE_KIT_KAGGLE_ROOT points there: literal /kaggle paths do not work and inputs are not read-only"
+            f"isolation: root inside its own user namespace (uid {uid} outside), own PID, mount and IPC namespaces"
+            f"{', own network namespace' if session.internet_blocked else ''}; it sees the runtime read-only, the "
+            "session tree at /kaggle (/kaggle/input read-only) and nothing else of this machine"
+        )
+        unreadable = unreadable_inputs(source for source, _ in session.inputs)
+        if unreadable:
+            log.warn(f"inputs the session cannot read (readable only by their owner on this machine; the session "
+                     f"runs as uid {uid} outside): {', '.join(unreadable)}; make them world-readable (chmod -R o+rX)")
+    else:
+        log.warn(
+            f"isolation: FALLBACK, NOT isolated ({session.isolation_note}): the kernel runs as this user in this "
+            f"machine's namespaces and sees all its files (the kit's installation included); the tree is at "
+            f"{session.tree} and KAGGLE_KIT_KAGGLE_ROOT points there: literal /kaggle paths do not work and inputs "
+            "are not read-only"
         )
         if not spec.internet:
-            log.sandbox("internet off is NOT enforced without a network namespace: proxies point nowhere, sockets work")
+            log.warn("internet off is NOT enforced without a network namespace: proxies point nowhere, sockets work")
 
 
 def _failure(exc: BaseException, client: SessionClient | None) -> dict[str, Any]:
@@ -692,15 +768,21 @@ def _status_line(outcome: Mapping[str, Any]) -> str:
     return line + (f": {outcome['failure']}" if outcome.get("failure") else "")
 
 
-def _record_kernel_stderr(path: Path, log: SessionLog) -> None:
-    """What the kernel process wrote outside of Jupyter's channels (launcher errors, C-level warnings)."""
+def _record_kernel_stderr(path: Path, log: SessionLog) -> str | None:
+    """Put what the kernel's process wrote outside Jupyter's channels (the launcher's errors, the kernel's start-up)
+    in the sandbox's log; returns the launcher's error, if it failed."""
     try:
         text = path.read_text(errors="replace")
         path.unlink()
     except OSError:
-        return
-    if text.strip():
-        log.record("stderr", text if text.endswith("\n") else text + "\n")
+        return None
+    failure = None
+    for line in text.splitlines():
+        if line.strip():
+            log.sandbox(f"kernel process: {line}")
+        if line.startswith("kaggle-kit sandbox:"):
+            failure = line
+    return failure
 
 
 async def _shutdown(km: SessionKernelManager, client: SessionClient | None) -> None:

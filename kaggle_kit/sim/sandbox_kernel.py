@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -22,24 +23,35 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class SessionLog:
-    """The session log in Kaggle's shape: a JSON list of ``{stream_name, time, data}``, one record per line.
+    """The session's two logs: Kaggle's, and the sandbox's own.
 
-    Records are flushed as they come, so the log can be followed while the session runs; ``close`` ends the list.
+    Kaggle's log (``path``) holds what the notebook printed, in Kaggle's shape: a JSON list of ``{stream_name, time,
+    data}``, one record per line, flushed as they come so it can be followed while the session runs; ``close`` ends
+    the list. The sandbox's messages (what it set up, how the session ended) go to ``sandbox_path``, plain lines, so
+    Kaggle's log holds nothing Kaggle's would not, except :meth:`warn`: a departure from Kaggle the log's reader must
+    not miss.
     """
 
-    def __init__(self, path: Path, start: float, *, echo: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, path: Path, sandbox_path: Path, start: float, *,
+                 echo: Callable[[str, str], None] | None = None) -> None:
         self.path = path
+        self.sandbox_path = sandbox_path
         self._start = start
         self._echo = echo
         self._lock = threading.Lock()
         self._fh = path.open("w", encoding="utf-8")
+        self._sandbox_fh = sandbox_path.open("w", encoding="utf-8")
         self._first = True
         self._fh.write("[")
 
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self._start, 3)
+
     def record(self, stream: str, data: str) -> None:
+        """A stream record of the notebook, in Kaggle's log."""
         if not data:
             return
-        entry = json.dumps({"stream_name": stream, "time": round(time.monotonic() - self._start, 3), "data": data})
+        entry = json.dumps({"stream_name": stream, "time": self._elapsed(), "data": data})
         with self._lock:
             if self._fh.closed:
                 return
@@ -50,7 +62,18 @@ class SessionLog:
                 self._echo(stream, data)
 
     def sandbox(self, message: str) -> None:
-        """A line from the sandbox itself (not the notebook), marked as such."""
+        """A line from the sandbox itself, in the sandbox's log."""
+        with self._lock:
+            if self._sandbox_fh.closed:
+                return
+            self._sandbox_fh.write(f"{self._elapsed():10.3f} {message}\n")
+            self._sandbox_fh.flush()
+            if self._echo is not None:
+                self._echo("sandbox", f"[kaggle-kit sandbox] {message}\n")
+
+    def warn(self, message: str) -> None:
+        """A departure from Kaggle: in the sandbox's log and, marked as the sandbox's, in Kaggle's log too."""
+        self.sandbox(message)
         self.record("stderr", f"[kaggle-kit sandbox] {message}\n")
 
     def close(self) -> None:
@@ -58,6 +81,7 @@ class SessionLog:
             if not self._fh.closed:
                 self._fh.write("]\n")
                 self._fh.close()
+            self._sandbox_fh.close()
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -68,18 +92,51 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return json.loads(text)
 
 
+@dataclass(frozen=True)
+class InsideConnection:
+    """The kernel's connection file as an isolated kernel sees it: its sockets under another path.
+
+    Attributes:
+        host_path: where the file is written on the host.
+        inside_path: the same file as the kernel sees it.
+        ip: the prefix of the kernel's Unix sockets as the kernel sees it.
+        owner: (uid, gid) the file is given to, or None to leave it to the caller.
+    """
+
+    host_path: Path
+    inside_path: str
+    ip: str
+    owner: tuple[int, int] | None
+
+    def write(self, connection_file: str) -> str:
+        """Write the kernel's copy of ``connection_file``; returns its path inside."""
+        with open(connection_file, encoding="utf-8") as fh:
+            info = json.load(fh)
+        info["ip"] = self.ip
+        fd = os.open(self.host_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(info, out)
+        if self.owner is not None:
+            os.chown(self.host_path, *self.owner)
+        return self.inside_path
+
+
 class SessionKernelManager(AsyncKernelManager):
-    """Launches ipykernel with this interpreter, behind the namespace launcher when the session is isolated.
+    """Launches ipykernel with this interpreter, behind the sandbox's launcher when the session is isolated.
 
     The kernel command is built here rather than taken from a kernel spec, so a user's own ``python3`` kernel spec
     cannot send the session to another interpreter.
     """
 
     launch_prefix: list[str] = []
+    inside: InsideConnection | None = None
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        connection = os.path.realpath(self.connection_file)
+        if self.inside is not None:
+            connection = self.inside.write(self.connection_file)
         kernel = [
-            sys.executable, "-m", "ipykernel_launcher", "-f", os.path.realpath(self.connection_file),
+            sys.executable, "-m", "ipykernel_launcher", "-f", connection,
             "--HistoryManager.hist_file=:memory:",  # no history database: nothing to write, faster start
         ]
         return [*self.launch_prefix, *kernel, *(extra_arguments or [])]
@@ -131,17 +188,31 @@ def _proc_table() -> dict[int, tuple[str, int, int]]:
     return table
 
 
-def _mount_ns(pid: int | str) -> str | None:
+def _pid_ns(pid: int | str) -> str | None:
     try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
+        return os.readlink(f"/proc/{pid}/ns/pid")
     except OSError:
         return None
 
 
 def session_namespace(pid: int) -> str | None:
-    """The kernel's mount namespace, or None while it shares the host's (not isolated, or not yet)."""
-    ns = _mount_ns(pid)
-    return None if ns is None or ns == _mount_ns("self") else ns
+    """The PID namespace of the session started as ``pid`` (found among its descendants), or None while there is
+    none (not isolated, or not yet)."""
+    own = _pid_ns("self")
+    table = _proc_table()
+    family = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for p, (_state, ppid, _pgid) in table.items():
+            if ppid in family and p not in family:
+                family.add(p)
+                grew = True
+    for p in sorted(family):
+        ns = _pid_ns(p)
+        if ns is not None and ns != own:
+            return ns
+    return None
 
 
 def _signal(pids: Iterable[int], sig: signal.Signals) -> None:
@@ -156,8 +227,8 @@ def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 
     """SIGKILL every process of the kernel's session at once, and wait until all are dead.
 
     The session is the kernel's process group, its descendants (including any that started a session of their own),
-    and, when the kernel runs in its own mount namespace, every process in that namespace (which catches daemons that
-    double-forked away); ``namespace`` is that namespace when known, read from the kernel otherwise. Everything is
+    and, when the kernel runs in its own PID namespace, every process in that namespace (which catches daemons that
+    double-forked away); ``namespace`` is that namespace when known, looked up from ``pid`` otherwise. Everything is
     first frozen with SIGSTOP (neither catchable nor a warning): a stopped process cannot fork, and its children keep
     their parent link, so the whole tree is found before anything dies and an orphan cannot slip away. Returns the
     pids still alive at the deadline (normally none).
@@ -180,7 +251,7 @@ def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 
             for p, (state, _ppid, pgid) in table.items()
             if p != me
             and state not in ("Z", "X")
-            and (p in family or pgid == pid or (session_ns is not None and _mount_ns(p) == session_ns))
+            and (p in family or pgid == pid or (session_ns is not None and _pid_ns(p) == session_ns))
         }
 
     try:

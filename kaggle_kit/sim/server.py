@@ -8,6 +8,9 @@ The RPCs (``<package.Service>/<Method>``) are declared by the API areas, each in
 (``blobs.BlobApiService``), ``datasets`` (``datasets.DatasetApiService``), ``kernels`` and ``quota``
 (``kernels.KernelsApiService``), and this module (``security.OAuthService/IntrospectToken``). Anything else answers
 404 with a message naming the method.
+
+Downloads (blobs, kernel outputs) are served to a bare GET only through the signed, expiring URLs the RPCs hand out
+(or with the server's credentials); Kaggle's limits and the stand-in's strictness are :class:`SimSettings`.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import contextlib
+import dataclasses
 import os
 import threading
 from collections import deque
+from collections.abc import Iterator, Mapping
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from kaggle_kit import envvars
+from kaggle_kit.env import LAYOUTS
 from kaggle_kit.errors import ConfigError, KaggleKitError
 from kaggle_kit.kaggle_platform import WEEKLY_GPU_QUOTA_S
 from kaggle_kit.sim.datasets import Datasets
@@ -31,13 +38,13 @@ from kaggle_kit.sim.faults import FAULT_KINDS, Fault, FaultQueue, make_fault
 from kaggle_kit.sim.http import make_http_server
 from kaggle_kit.sim.kernels import Kernels
 from kaggle_kit.sim.quota import Quota
-from kaggle_kit.sim.rpc import ApiError, Body, Reply, rpc, rpc_table
+from kaggle_kit.sim.rpc import ApiError, Body, Reply, UrlSigner, rpc, rpc_table
 from kaggle_kit.sim.sessions import SessionRunner
+from kaggle_kit.sim.settings import SimSettings
 from kaggle_kit.sim.state import StateStore
 from kaggle_kit.sim.uploads import UPLOAD_TTL_S, Uploads
 
-__all__ = ["SimServer", "FAULT_KINDS", "UPLOAD_TTL_S"]
-
+__all__ = ["SimServer", "SimSettings", "FAULT_KINDS", "UPLOAD_TTL_S"]
 
 
 def _same(given: str, expected: str) -> bool:
@@ -62,13 +69,17 @@ class SimServer:
         gpu_quota_s: the weekly GPU allowance reported by GetAcceleratorQuotaStatistics.
         upload_ttl_s: age after which an unfinished upload answers 404 (expired).
         clock_scale: passed to every sandbox session (simulated seconds per real second).
+        input_layout: where sessions find their inputs: "current" (``/kaggle/input/datasets/<owner>/<slug>``, ...)
+            or "legacy" (``/kaggle/input/<slug>``); Kaggle uses one or the other.
+        settings: Kaggle's limits and the stand-in's strictness (:class:`SimSettings`; Kaggle's values by default).
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], *, username: str, key: str, token: str | None = None,
                  processing_seconds: float = 0.0, port: int = 0, sandbox: Any = None, host: str = "127.0.0.1",
                  competitions_dir: str | os.PathLike[str] | None = None,
                  models_dir: str | os.PathLike[str] | None = None, gpu_quota_s: float = WEEKLY_GPU_QUOTA_S,
-                 upload_ttl_s: float = UPLOAD_TTL_S, clock_scale: float = 1.0) -> None:
+                 upload_ttl_s: float = UPLOAD_TTL_S, clock_scale: float = 1.0,
+                 settings: SimSettings | None = None, input_layout: str = "current") -> None:
         if not username or "/" in username or ":" in username:
             raise ConfigError(f"SimServer username {username!r} must be a non-empty name without '/' or ':'")
         if not key:
@@ -79,8 +90,12 @@ class SimServer:
             loopback = False
         if not loopback:
             raise ConfigError(f"SimServer host {host!r} is not a loopback address: the stand-in serves 127.0.0.1 only")
+        if input_layout not in LAYOUTS:
+            raise ConfigError(f"SimServer input_layout {input_layout!r} is not one of {', '.join(LAYOUTS)}")
         if processing_seconds < 0 or gpu_quota_s < 0 or upload_ttl_s <= 0:
             raise ConfigError("SimServer processing_seconds and gpu_quota_s must be >= 0 and upload_ttl_s > 0")
+        self.settings = dataclasses.replace(settings) if settings is not None else SimSettings()
+        self.settings.check()
         self.username = username
         self._key = key
         self._token = token
@@ -96,15 +111,18 @@ class SimServer:
         def base_url() -> str:
             return self.url
 
-        self.uploads = Uploads(self.store, base_url=base_url, ttl_s=upload_ttl_s)
-        self.datasets = Datasets(self.store, self.uploads, processing_seconds=processing_seconds)
+        self.signer = UrlSigner(ttl_s=lambda: self.settings.signed_url_ttl_s)
+        self.uploads = Uploads(self.store, base_url=base_url, signer=self.signer, ttl_s=upload_ttl_s)
+        self.datasets = Datasets(self.store, self.uploads, settings=self.settings,
+                                 processing_seconds=processing_seconds)
         self.quota = Quota(self.store, gpu_quota_s=gpu_quota_s)
         self.sessions = SessionRunner(
             self.store, self.datasets, self.quota, sandbox=sandbox, base_url=base_url,
-            secrets={envvars.USERNAME: username, envvars.KEY: key},
+            secrets={envvars.USERNAME: username, envvars.KEY: key}, settings=self.settings,
             competitions_dir=Path(competitions_dir) if competitions_dir else None,
-            models_dir=Path(models_dir) if models_dir else None, clock_scale=clock_scale)
-        self.kernels = Kernels(self.store, self.datasets, self.sessions, base_url=base_url)
+            models_dir=Path(models_dir) if models_dir else None, clock_scale=clock_scale,
+            input_layout=input_layout)
+        self.kernels = Kernels(self.store, self.datasets, self.sessions, base_url=base_url, signer=self.signer)
         self._rpcs = rpc_table(self, self.uploads, self.datasets, self.kernels, self.quota)
 
     # Settings, each kept by the area it governs.
@@ -136,6 +154,27 @@ class SimServer:
     @property
     def clock_scale(self) -> float:
         return self.sessions.clock_scale
+
+    @property
+    def max_rpc_body_bytes(self) -> int:
+        return self.settings.max_rpc_body_bytes
+
+    @contextlib.contextmanager
+    def configured(self, **changes: Any) -> Iterator[SimSettings]:
+        """Change settings (see :class:`SimSettings`) for the duration of a ``with`` block, then restore them.
+
+        Raises:
+            ConfigError: an unknown setting or a value out of range (nothing is changed).
+        """
+        checked = self.settings.replaced(**changes)
+        before = {name: getattr(self.settings, name) for name in changes}
+        for name in changes:
+            setattr(self.settings, name, getattr(checked, name))
+        try:
+            yield self.settings
+        finally:
+            for name, value in before.items():
+                setattr(self.settings, name, value)
 
     @property
     def rpc_names(self) -> list[str]:
@@ -195,10 +234,13 @@ class SimServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def inject_fault(self, kind: str, *, count: int = 1, match: str | None = None, retry_after: float | None = None,
-                     delay: float | None = None) -> None:
-        """Make the next ``count`` requests whose path contains ``match`` fail as ``kind`` (see FAULT_KINDS)."""
-        self.faults.add(make_fault(kind, count=count, match=match, retry_after=retry_after, delay=delay))
+    def inject_fault(self, kind: str, *, count: int = 1, match: str | None = None,
+                     retry_after: float | str | None = None, delay: float | None = None,
+                     for_s: float | None = None) -> None:
+        """Make the next ``count`` requests whose path contains ``match`` fail as ``kind`` (see FAULT_KINDS and
+        :class:`~kaggle_kit.sim.faults.Fault`: ``retry_after="none"`` sends no Retry-After, ``for_s`` persists)."""
+        self.faults.add(make_fault(kind, count=count, match=match, retry_after=retry_after, delay=delay,
+                                   for_s=for_s))
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -209,8 +251,13 @@ class SimServer:
 
     @property
     def quota_used_s(self) -> float:
-        """GPU seconds the sandbox's sessions used in the current quota week."""
+        """GPU seconds the sandbox's sessions used in the current quota week (the running ones' so far included)."""
         return self.quota.used_s
+
+    @property
+    def tpu_quota_used_s(self) -> float:
+        """TPU seconds the sandbox's sessions used in the current quota week (the running ones' so far included)."""
+        return self.quota.tpu_used_s
 
     def record_gpu_use(self, gpu_s: float, *, kernel: str = "") -> None:
         """Add a session's GPU seconds to the quota ledger."""
@@ -244,6 +291,20 @@ class SimServer:
             if _same(value.strip(), self._token):
                 return self.username
         return None
+
+    def check_download(self, path: str, query: Mapping[str, str], authorization: str | None) -> None:
+        """Allow a GET of a download ``path`` only with a valid signature in ``query`` or the server's credentials.
+
+        Raises:
+            ApiError: 401 for a request with neither, 403 for a signature that is wrong or expired.
+        """
+        problem = self.signer.verify(path, query)
+        if problem is None or self.authenticate(authorization) is not None:
+            return
+        if "signature" in query:
+            raise ApiError(403, f"{problem}: ask the API for the file again to get a fresh URL")
+        raise ApiError(401, "Unauthenticated: downloads need the signed URL the API hands out, or the server's "
+                            "credentials", headers={"WWW-Authenticate": 'Basic realm="kaggle-kit-sim"'})
 
     def call_rpc(self, name: str, body: dict[str, Any], user: str | None) -> Reply:
         """Answer RPC ``name`` for ``user`` (None: no valid credentials); raises ApiError for an error reply."""

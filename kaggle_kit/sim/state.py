@@ -21,24 +21,60 @@ import tempfile
 import threading
 import time
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from kaggle_kit.errors import HandleError
 from kaggle_kit.fileio import atomic_write_json, move_into_place, read_json
+from kaggle_kit.handles import KernelHandle, parse_kernel
 
 _SCHEMA = 1
+# What a name may be (one path component): the longest name Linux file systems take, no control characters.
+_NAME_MAX_BYTES = 255
+_PATH_MAX_BYTES = 1024
+_PATH_MAX_DEPTH = 32
 
 
 def _empty_state() -> dict[str, Any]:
-    return {"schema": _SCHEMA, "next_id": 1, "datasets": {}, "kernels": {}, "uploads": {}, "quota": []}
+    return {"schema": _SCHEMA, "next_id": 1, "datasets": {}, "kernels": {}, "uploads": {}, "quota": [], "zips": {}}
 
 
-def _safe_member(name: str) -> str | None:
-    """The archive member's path if it stays inside its folder, else None (zip-slip guard)."""
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or not path.parts:
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a file name (one path component), or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "a file name must be a non-empty string"
+    if name in (".", ".."):
+        return f"{name!r} is not a file name"
+    if "/" in name or "\\" in name:
+        return f"file name {name!r} contains a path separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"file name {name!r} contains a control character"
+    if len(name.encode("utf-8", "surrogatepass")) > _NAME_MAX_BYTES:
+        return f"file name {name[:40]!r}... is longer than {_NAME_MAX_BYTES} bytes"
+    return None
+
+
+def safe_relative_path(name: str) -> str | None:
+    """``name`` as a relative path (``/`` or ``\\`` separated) whose every part is a valid name, else None.
+
+    This is the zip-slip guard for archive members and the check of every dataset file name before a path is built.
+    """
+    if not isinstance(name, str) or len(name.encode("utf-8", "surrogatepass")) > _PATH_MAX_BYTES:
         return None
-    return path.as_posix()
+    parts = [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
+    if not parts or len(parts) > _PATH_MAX_DEPTH or name.startswith(("/", "\\")):
+        return None
+    if any(name_problem(part) for part in parts):
+        return None
+    return "/".join(parts)
+
+
+def kernel_handle(owner: str, slug: str) -> KernelHandle:
+    """The validated handle of a kernel record; a record that breaks Kaggle's rules never becomes a path."""
+    try:
+        return parse_kernel(f"{owner}/{slug}", versioned=False)
+    except HandleError as exc:
+        raise ValueError(f"kernel {owner}/{slug} in the state is not a valid handle: {exc}") from None
 
 
 class StateStore:
@@ -74,10 +110,14 @@ class StateStore:
         """Where the bytes of resumable upload ``token`` collect until it completes."""
         return self.root / "uploads" / f"{token}.part"
 
-    def kernel_dir(self, owner: str, slug: str, number: int | None = None) -> Path:
-        """A kernel's folder, or one version's (its source, ``output/`` and ``log.txt``)."""
-        folder = self.root / "kernels" / owner / slug
-        return folder if number is None else folder / str(number)
+    def kernel_dir(self, handle: KernelHandle, number: int | None = None) -> Path:
+        """A kernel's folder, or one version's (its source, ``output/`` and ``log.txt``).
+
+        Only a validated handle names a folder (:func:`kernel_handle`): ``alice/..`` never reaches the file system.
+        """
+        checked = kernel_handle(handle.owner, handle.slug)
+        folder = self.root / "kernels" / checked.owner / checked.slug
+        return folder if number is None else folder / str(int(number))
 
     def dataset_mount_dir(self, dataset_id: int, number: int | None = None) -> Path:
         """A dataset's mount copies, or one version's.
@@ -113,7 +153,9 @@ class StateStore:
         now = time.time()
         stem, _, ext = name.rpartition(".")
         files: list[dict[str, Any]] = []
-        if ext in ("zip", "tar") and stem:
+        # An archive unpacks into a folder named by its stem, so a stem that is no folder name ("..." + "zip")
+        # keeps the file as uploaded.
+        if ext in ("zip", "tar") and stem and name_problem(stem) is None:
             try:
                 for member, stream in _archive_members(path, ext):
                     with stream:
@@ -135,7 +177,10 @@ class StateStore:
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         for entry in files:
-            dest = tmp / entry["name"]
+            rel = safe_relative_path(entry["name"])
+            if rel is None:
+                raise ValueError(f"dataset file name {entry['name']!r} is not a relative path inside its folder")
+            dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.blob_path(entry["blob"]), dest)
         tmp.mkdir(parents=True, exist_ok=True)
@@ -155,17 +200,32 @@ class StateStore:
         return self.add_blob_file(Path(tmp))
 
 
+    def single_file_zip(self, sha: str, name: str, created: float) -> str:
+        """The blob of a zip holding blob ``sha`` as its one member ``name`` (made once, then remembered)."""
+        key = f"{sha}:{name}"
+        with self.lock:
+            cached = self.data.setdefault("zips", {}).get(key)
+        if cached and self.blob_path(cached).exists():
+            return str(cached)
+        zipped, _ = self.build_zip([{"name": name, "blob": sha, "created": created}])
+        with self.lock:
+            self.data["zips"][key] = zipped
+            self.save()
+        return zipped
+
+
 def _archive_members(path: Path, ext: str) -> Iterator[tuple[str, BinaryIO]]:
+    """The members of an archive that are regular files with a safe relative path; the rest is left out."""
     if ext == "zip":
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
-                member = _safe_member(info.filename)
+                member = safe_relative_path(info.filename)
                 if member and not info.is_dir():
                     yield member, zf.open(info)
     else:
         with tarfile.open(path) as tf:
             for info in tf.getmembers():
-                member = _safe_member(info.name)
+                member = safe_relative_path(info.name)
                 stream = tf.extractfile(info) if info.isfile() else None
                 if member and stream is not None:
                     yield member, stream

@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
-from urllib.parse import quote
 
-from kaggle_kit.sim.rpc import BLOB_PATH, UPLOAD_PATH, ApiError, Body, rpc, to_int
-from kaggle_kit.sim.state import StateStore
+from kaggle_kit.sim.rpc import BLOB_PATH, UPLOAD_PATH, ApiError, Body, UrlSigner, rpc, to_int
+from kaggle_kit.sim.state import StateStore, name_problem
 
 # Google's resumable uploads expire after a week; the client keeps its state for six days.
 UPLOAD_TTL_S = 7 * 24 * 3600.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# What a PUT to an unknown or expired upload may send: its body is read and thrown away, never stored.
+_UNKNOWN_UPLOAD_BYTES = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,23 @@ class UploadReply:
 class Uploads:
     """The blob-upload area: upload sessions in the state, their bytes under ``uploads/``, blobs once complete."""
 
-    def __init__(self, store: StateStore, *, base_url: Callable[[], str], ttl_s: float = UPLOAD_TTL_S) -> None:
+    def __init__(self, store: StateStore, *, base_url: Callable[[], str], signer: UrlSigner,
+                 ttl_s: float = UPLOAD_TTL_S) -> None:
         self.store = store
         self.base_url = base_url
+        self.signer = signer
         self.ttl_s = float(ttl_s)
 
     @rpc("blobs.BlobApiService/StartBlobUpload")
     def start_blob_upload(self, body: Body, user: str) -> dict[str, Any]:
-        name = str(body.get("name") or "")
+        name = body.get("name")
         # The client leaves out fields equal to their default, so an empty file arrives without contentLength.
         length = to_int(body.get("contentLength", 0), -1)
-        if not name or "/" in name or length < 0:
-            raise ApiError(400, "StartBlobUpload needs a file name without '/' and a contentLength >= 0")
+        problem = name_problem(name)
+        if problem is None and length < 0:
+            problem = f"contentLength {body.get('contentLength')!r} is not a number of bytes >= 0"
+        if problem:
+            raise ApiError(400, f"StartBlobUpload: {problem}")
         token = secrets.token_hex(16)
         with self.store.lock:
             self.store.data["uploads"][token] = {"name": name, "length": length, "created": time.time(),
@@ -70,6 +76,12 @@ class Uploads:
                 self.store.part_path(token).unlink(missing_ok=True)
                 return None
             return record
+
+    def max_put_bytes(self, token: str) -> int:
+        """The longest body a PUT to upload ``token`` may carry: its declared length (any length for an unknown
+        upload, whose body is only read to be thrown away before the 404)."""
+        record = self.record(token)
+        return _UNKNOWN_UPLOAD_BYTES if record is None else int(record["length"])
 
     def receive(self, token: str, content_range: str, chunks: Iterable[bytes], *, cut: bool = False) -> UploadReply:
         """Take one upload PUT: ``content_range`` is its Content-Range header ("" when absent), ``chunks`` its body.
@@ -145,8 +157,9 @@ class Uploads:
         return sorted(out.values(), key=lambda e: e["name"])
 
     def blob_url(self, sha: str, name: str) -> str:
-        """Where blob ``sha`` downloads, named after the last segment of ``name`` (the client keeps that name)."""
-        return f"{self.base_url()}{BLOB_PATH}{sha}/{quote(PurePosixPath(name).name)}"
+        """The signed, expiring URL where blob ``sha`` downloads, named after the last segment of ``name`` (the
+        client keeps that name)."""
+        return self.signer.url(self.base_url(), f"{BLOB_PATH}{sha}/{PurePosixPath(name).name}")
 
     def blob_file(self, sha: str) -> Path | None:
         """The stored blob ``sha``, or None when ``sha`` is not a SHA-256 or no such blob is stored."""

@@ -11,8 +11,7 @@ Names are re-exported lazily: ``from kaggle_kit.training import TrainConfig`` do
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kaggle_kit.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "kaggle_kit.training.config",
@@ -38,15 +37,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaggle_kit.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kaggle_kit.checkpoint import Checkpointer
+from kaggle_kit.checkpoint import Checkpointer, run_id_for
 from kaggle_kit.errors import DistributedError
 from kaggle_kit.guard.accelerator import DevicePlan
 from kaggle_kit.guard.ddp import RankContext, launch
@@ -27,9 +27,13 @@ def checkpointer_for_rank(
     """A :class:`kaggle_kit.checkpoint.Checkpointer`; rank 0 alone gets the :class:`DatasetMirror` of ``mirror``.
 
     ``functools.partial(checkpointer_for_rank, directory=..., mirror=...)`` is the ``checkpointer`` to pass to
-    :func:`train_with_plan` under DDP.
+    :func:`train_with_plan` under DDP. ``options`` go to the Checkpointer (``run_name``, ``run_id``,
+    ``resume_inputs``, ``resume_from``, ``keep``, ...).
     """
     dataset_mirror = DatasetMirror(mirror) if mirror and rank == 0 else None
+    if mirror and rank != 0 and options.get("run_id") is None:
+        # Only rank 0 mirrors, but every rank names the run as rank 0 does.
+        options["run_id"] = run_id_for(mirror_handle=mirror, run_name=options.pop("run_name", None))
     return Checkpointer(directory, mirror=dataset_mirror, restore_only=rank != 0, **options)
 
 
