@@ -62,6 +62,7 @@ def test_render_injects_parameters_and_writes_each_kernels_metadata(tmp_path):
     assert params == {"project": "cmfd", "kit_dataset": None, "config": TINY, "overrides": ["train.epochs=1"],
                       "competition": COMPETITION, "code_dataset": "alice/kaggle-kit-code",
                       "checkpoint_dataset": "alice/cmfd-train-ckpt", "accelerator_plan": "gpu",
+                      "kernel": "alice/cmfd-train", "run_name": None, "previous_output": None,
                       "checkpoint_every_minutes": 0.5}
     assert injected(infer.notebook)["checkpoint_dataset"] == "alice/cmfd-train-ckpt"
 
