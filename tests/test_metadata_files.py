@@ -14,6 +14,8 @@ from kaggle_kit.cli import main
 ])
 def test_publish_code_refuses_a_bad_dataset_metadata_file_before_any_upload(tmp_path, capsys, kaggle_isolation,
                                                                              content, needle):
+    (tmp_path / "kaggle-kit.toml").write_text('name = "demo"\nowner = "alice"\n\n[notebooks.train]\n'
+                                              'source = "notebooks/train.py"\n')
     (tmp_path / "dataset-metadata.json").write_bytes(content)
     assert main(["publish-code", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
