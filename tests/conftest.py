@@ -13,15 +13,23 @@
 * ``kit_attached``: the kit attached to a sandboxed session the way Kaggle allows it, as a dataset: its ``mount``
   for ``SessionSpec.mounts`` and the ``bootstrap`` cell that puts it on ``sys.path`` (a session sees nothing else of
   this machine, the kit's installation included).
+
+Every test runs under pytest-timeout's limit (setup.cfg), a safety net sized for a loaded machine, never a measure
+of speed. When it fires, the failure names what was still running: the processes the test started (sandboxed
+kernels, CLI subprocesses, training ranks), how long each had run, and where each thread of the test was.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -180,3 +188,79 @@ def kit_attached(tmp_path_factory: pytest.TempPathFactory) -> AttachedKit:
     for path in folder.rglob("*"):  # readable by the session's unprivileged id, whatever this checkout's umask
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
     return AttachedKit(folder)
+
+
+def _descendants(root: int) -> list[tuple[int, float, str]]:
+    """(pid, seconds running, command line) of every live process below ``root``, oldest first."""
+    table: dict[int, tuple[int, int]] = {}  # pid -> (ppid, start in clock ticks since boot)
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().decode(errors="replace").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            table[int(entry)] = (int(fields[1]), int(fields[19]))
+    family: set[int] = set()
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in table.items():
+            if (ppid == root or ppid in family) and pid not in family:
+                family.add(pid)
+                grew = True
+    try:
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+    except OSError:
+        uptime = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = []
+    for pid in family:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        found.append((pid, max(0.0, uptime - table[pid][1] / ticks), command))
+    return sorted(found, key=lambda row: -row[1])
+
+
+def _still_running(item: pytest.Item, timeout: float) -> str:
+    """What a test that ran past its timeout was still doing: its processes and its threads."""
+    lines = [f"{item.nodeid} was still running after {timeout:g} s, pytest-timeout's limit (a safety net sized "
+             "for a loaded machine; pass --timeout=SECONDS for a slower one). Still running:"]
+    processes = _descendants(os.getpid())
+    for pid, age, command in processes:
+        lines.append(f"  process {pid}, {age:.0f} s old: {command[:300]}")
+    if not processes:
+        lines.append("  no process of its own")
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        where = traceback.extract_stack(frame)[-1]
+        lines.append(f"  thread {names.get(ident, ident)}: {where.filename}:{where.lineno} in {where.name}")
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's signal method, with a failure message that says what was still running."""
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return None  # pytest-timeout's own way (the thread method dumps every stack)
+
+    def fire(signum: int, frame: Any) -> None:
+        __tracebackhide__ = True
+        pytest.fail(_still_running(item, settings.timeout), pytrace=True)
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # what pytest-timeout's cancel hook calls
+    signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
