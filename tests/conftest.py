@@ -137,7 +137,14 @@ def kaggle_cli(sim_server: object) -> Callable[..., subprocess.CompletedProcess[
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``@pytest.mark.gpu`` tests on machines without CUDA (torch is imported only if one is collected)."""
+    """Modules with the most ``slow`` tests first, so parallel workers (one module each) never end on a long one
+    while the others idle; and skip ``@pytest.mark.gpu`` tests on machines without CUDA (torch is imported only if
+    one is collected)."""
+    slow: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slow[module] = slow.get(module, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable: file order within a module
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
