@@ -21,6 +21,7 @@ kernels, CLI subprocesses, training ranks), how long each had run, and where eac
 
 from __future__ import annotations
 
+import compileall
 import os
 import secrets
 import shutil
@@ -191,7 +192,9 @@ def kit_attached(tmp_path_factory: pytest.TempPathFactory) -> AttachedKit:
     """This checkout's kit, copied into a dataset folder (with its byte code, so sessions import it fast)."""
     folder = tmp_path_factory.mktemp("kit") / "dataset"  # mktemp's own folder is private to this user
     folder.mkdir(mode=0o755)
-    shutil.copytree(REPO / "kaggle_kit", folder / "kaggle_kit")
+    shutil.copytree(REPO / "kaggle_kit", folder / "kaggle_kit", ignore=shutil.ignore_patterns("__pycache__"))
+    # A session cannot write byte code into its read-only input: compiled here, once, it never compiles the kit.
+    compileall.compile_dir(folder / "kaggle_kit", quiet=1)
     for path in folder.rglob("*"):  # readable by the session's unprivileged id, whatever this checkout's umask
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
     return AttachedKit(folder)
