@@ -210,8 +210,9 @@ def offline(tmp_path_factory: pytest.TempPathFactory, listener: _Listener, kit_a
                 mounts=(InputMount(data, "dataset", "alice/tiny"), kit_attached.mount),
                 internet=False,
                 accelerator="T4x2",
+                # 12 h at clock scale 60 is 12 real minutes: a scaled limit the session never meets, however slow.
                 time_limit_s=12 * 3600,
-                clock_scale=3600,
+                clock_scale=60,
                 quota_left_s=30 * 3600,
                 secrets={"API_KEY": SECRET},
                 env={"PROBE_PORT": str(listener.port), "VICTIM_PID": str(victim.pid),
@@ -318,8 +319,8 @@ def test_kernel_sees_kaggle_and_sim_variables_but_no_host_credentials(offline: _
                                                                      needs_namespaces: None) -> None:
     env = _facts(offline.result)["env"]
     assert env["KAGGLE_KIT_SIM_ACCELERATOR"] == "T4x2"
-    assert float(env["KAGGLE_KIT_SIM_SESSION_LIMIT_S"]) == 12.0
-    assert float(env["KAGGLE_KIT_SIM_QUOTA_LEFT_S"]) == 30.0
+    assert float(env["KAGGLE_KIT_SIM_SESSION_LIMIT_S"]) == 12 * 60.0
+    assert float(env["KAGGLE_KIT_SIM_QUOTA_LEFT_S"]) == 30 * 60.0
     assert abs(float(env["KAGGLE_KIT_SIM_SESSION_START"]) - time.time()) < 600
     assert env["KAGGLE_KERNEL_RUN_TYPE"] == "Batch"
     assert env["KAGGLE_URL_BASE"] and env["KAGGLE_DATA_PROXY_URL"] and env["KAGGLE_USER_SECRETS_TOKEN"]
@@ -355,7 +356,7 @@ def test_batch_output_is_kept_with_kaggles_files_and_the_tree_removed(offline: _
     assert not (result.session_dir / "kaggle").exists()
     executed = nbformat.read(str(result.executed_notebook), as_version=4)
     assert all(cell.execution_count for cell in executed.cells)
-    assert result.gpu_s == pytest.approx(result.wall_s * 3600 * 2)  # T4x2 burns quota at twice the wall time
+    assert result.gpu_s == pytest.approx(result.wall_s * 60 * 2)  # T4x2 burns quota at twice the (scaled) wall time
     # Kaggle's own files beside the notebook's: the executed notebook, the rendered results, the summary.
     names = {p.name for p in result.output_dir.iterdir()}
     assert {"__notebook__.ipynb", "__results__.html", "custom.css", "__output__.json"} <= names
