@@ -138,7 +138,8 @@ def test_a_session_stopped_mid_run_keeps_its_output_and_bills_its_quota_as_kaggl
     # reaches step 1 and the stand-in stops it there: no second counts, so a slow machine stops it at the same point.
     gate = socket.create_server(("127.0.0.1", 0))
     cells = ["open('/kaggle/working/partial.txt', 'w').write('written before the stop')",
-             f"import json, os, socket, time\nsocket.create_connection(('127.0.0.1', {gate.getsockname()[1]})).recv(1)\n"
+             "import json, os, socket, time\n"
+             f"socket.create_connection(('127.0.0.1', {gate.getsockname()[1]})).recv(1)\n"
              "json.dump({'step': 1}, open('/kaggle/working/progress.tmp', 'w'))\n"
              "os.replace('/kaggle/working/progress.tmp', '/kaggle/working/progress.json')\n"
              "while True:\n    time.sleep(0.05)",

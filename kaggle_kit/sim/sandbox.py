@@ -15,7 +15,8 @@ the legacy one (``<slug>``), as Kaggle does one or the other.
 The notebook runs cell by cell in a real ipykernel (nbclient); the kernel sees Kaggle's environment variables, the
 user's secrets only through the ``kaggle_secrets`` stand-in, and the sandbox's own variables (the simulated
 accelerator, the scaled session limit, the GPU quota left). At the session limit, or when the weekly GPU quota runs
-out, every process of the session is SIGKILLed without warning, as on Kaggle; only then is ``/kaggle/working`` saved
+out, every process of the session is SIGKILLed without warning, as on Kaggle (and so, for tests, at a training step:
+``SessionSpec.kill_at_step``, a kill placed by progress rather than seconds); only then is ``/kaggle/working`` saved
 (Batch, with the files Kaggle adds: see :mod:`kaggle_kit.sim.sandbox_outputs`) or dropped (Interactive).
 
 Session folder layout::
@@ -183,7 +184,7 @@ class SessionResult:
     """How a session ended and where its traces are.
 
     Attributes:
-        status: "COMPLETE", "ERROR" (a cell raised, or the kernel died) or "KILLED" (limit or quota).
+        status: "COMPLETE", "ERROR" (a cell raised, or the kernel died) or "KILLED" (limit, quota or kill at a step).
         killed_by: "time", "quota" or "step" (``SessionSpec.kill_at_step``) when KILLED, else None.
         output_dir: Batch: ``/kaggle/working`` as it was when the session ended, with Kaggle's own files added;
             Interactive: None.
