@@ -102,3 +102,7 @@ class MirrorStopped(KaggleKitError):
 
 class PluginError(KaggleKitError):
     """A command plugin could not be loaded: an optional dependency is missing, or the plugin itself is broken."""
+
+
+class RunError(KaggleKitError):
+    """``kaggle-kit run`` stopped a run: the reason and what to do (or its state file is unusable or in use)."""
