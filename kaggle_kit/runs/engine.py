@@ -372,7 +372,7 @@ class _Carrier:
         from kaggle_kit.kernels import kernel_outcome, kernel_output
 
         ref = self._ref(session)
-        last_status, last_change, last_mirror = "", time.monotonic(), 0.0
+        last_status, last_change, last_mirror, last_line = "", time.monotonic(), 0.0, ("", 0.0)
         mirror_now: int | None = session.mirror_step_before
         while True:
             try:
@@ -397,7 +397,11 @@ class _Carrier:
             if outcome.status != last_status:
                 last_status, last_change = outcome.status, time.monotonic()
                 self.poller.changed()
-            self.say(self._live_line(session, outcome, mirror_now))
+            # A line when something changed, else one a minute: the run can take hours.
+            key = f"{outcome.status} {mirror_now}"
+            if key != last_line[0] or time.monotonic() - last_line[1] >= 60.0:
+                self.say(self._live_line(session, outcome, mirror_now))
+                last_line = (key, time.monotonic())
             stall = self.options.stall_timeout_s
             if stall is not None and time.monotonic() - last_change > stall:
                 raise RunError(f"session {session.index} ({ref}) has been {outcome.status} for more than {stall:.0f} s "
@@ -423,19 +427,26 @@ class _Carrier:
         return outcome, files
 
     def _mirror_step_settled(self, session: SessionRecord) -> int | None:
-        """The mirror's step after a session, read until a version it was still uploading has landed."""
-        deadline = time.monotonic() + 60.0
+        """The mirror's step after a session; while its newest version is still processing, read again until it is
+        ready (bounded), so an upload that landed at the end of the session counts."""
+        deadline = time.monotonic() + 120.0
         while True:
             try:
                 step, _ = self._mirror_step()
+                before = session.mirror_step_before
+                if step is not None and (before is None or step > before):
+                    return step
+                status = str(self.api.dataset_status(self._checkpoint_dataset()) or "").lower() if step is not None \
+                    else "ready"
             except KaggleKitError as exc:
                 transient = _transient(exc)
                 if transient is None or time.monotonic() > deadline:
                     raise RunError(f"the mirror {self._checkpoint_dataset()} cannot be read: {exc}") from None
                 self.poller.ride_out(transient)
                 continue
-            before = session.mirror_step_before
-            if step is not None and (before is None or step > before) or time.monotonic() > deadline:
+            except Exception:  # noqa: BLE001 - the status call of a dataset that does not exist
+                return step
+            if status == "ready" or time.monotonic() > deadline:
                 return step
             time.sleep(min(2.0, self.options.poll_s))
 
