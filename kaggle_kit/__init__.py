@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "env": "kaggle_kit.env:",
     "find_root": "kaggle_kit.root",
+    "kit_origin": "kaggle_kit.root",
     "ProjectRoot": "kaggle_kit.root",
     "load_config": "kaggle_kit.config",
     "config_from_dict": "kaggle_kit.config",

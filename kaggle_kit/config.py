@@ -4,11 +4,17 @@ YAML 1.1 reads ``1e-4`` as a string and people quote numbers; a schema that says
 value that cannot be one is an error naming the file, the key path and the expected type. Unknown keys are errors
 with the closest known key suggested; missing keys take the dataclass defaults. Dotted overrides (``opt.lr=3e-4``)
 apply on top, typed the same way. Nested dataclasses are sections.
+
+A schema states the range or the choices of a field with :func:`setting` (``lr: float = setting(3e-4, gt=0)``);
+values outside are refused when loading, and :func:`check_constraints` checks a config built in code. Files are read
+as UTF-8 (or UTF-16/32 with a byte-order mark); a duplicate key, nesting deeper than :data:`MAX_CONFIG_DEPTH` or a file
+over :data:`MAX_CONFIG_BYTES` is refused instead of being resolved silently or crashing the parser.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import codecs
 import difflib
 import enum
 import hashlib
@@ -17,6 +23,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar, Union
 
@@ -24,11 +31,146 @@ import yaml
 
 from kaggle_kit.errors import ConfigError
 
-__all__ = ["load_config", "config_from_dict", "apply_overrides", "config_to_dict", "config_hash"]
+__all__ = ["load_config", "config_from_dict", "apply_overrides", "config_to_dict", "config_hash", "setting",
+           "Constraint", "check_constraints", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
 
 T = TypeVar("T")
 _TRUE = {"true", "yes", "on", "1", "y"}
 _FALSE = {"false", "no", "off", "0", "n"}
+MAX_CONFIG_BYTES = 4 << 20
+MAX_CONFIG_DEPTH = 32
+CONSTRAINT_KEY = "kaggle_kit.constraint"
+_UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8-sig"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """The values a field accepts: bounds (``ge``/``gt``/``le``/``lt``, finite numbers only) and/or ``choices``.
+
+    None always passes: whether a field may be None is its type's business.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def describe(self) -> str:
+        """What a value must be, e.g. ``a finite number >= 0 and < 1``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        bounds = [f"{op} {bound:g}" for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                  if bound is not None]
+        return " ".join(["a finite number", " and ".join(bounds)]).strip()
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+
+def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None, choices: Sequence[Any] | None = None) -> Any:
+    """A dataclass field with a default and the values it accepts, checked when a config is loaded.
+
+    Example: ``val_fraction: float = setting(0.2, gt=0, lt=1)``.
+    """
+    constraint = Constraint(ge=ge, gt=gt, le=le, lt=lt, choices=tuple(choices) if choices is not None else None)
+    return dataclasses.field(default=default, metadata={CONSTRAINT_KEY: constraint})
+
+
+def _constraint_problem(field: dataclasses.Field, value: Any) -> str | None:
+    constraint = field.metadata.get(CONSTRAINT_KEY)
+    if constraint is None or constraint.allows(value):
+        return None
+    return f"= {value!r} is invalid: it must be {constraint.describe()}"
+
+
+def check_constraints(config: Any, *, prefix: str = "", source: str | None = None) -> None:
+    """Checks every field declared with :func:`setting`, in nested sections too.
+
+    Args:
+        config: A dataclass instance.
+        prefix: The section's key path, for the message (e.g. ``train``).
+        source: Where the config came from, for the message; None for a config built in code.
+
+    Raises:
+        ConfigError: naming the first field out of range and what it must be.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        path = f"{prefix}.{field.name}" if prefix else field.name
+        problem = _constraint_problem(field, value)
+        if problem is not None:
+            raise ConfigError(f"{source + ': ' if source else ''}{path} {problem}")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_constraints(value, prefix=path, source=source)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys and nesting deeper than :data:`MAX_CONFIG_DEPTH`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nests deeper than {MAX_CONFIG_DEPTH} levels; a config is never that deep",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges on purpose; the keys written beside it override it
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base constructor refuses it with its own message
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first}); YAML would keep only the last one "
+                    "silently: merge the two into one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str) -> Any:
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _decode_config(data: bytes, file: Path) -> str:
+    for bom, encoding in _UNICODE_BOMS:
+        if data.startswith(bom):
+            break
+    else:
+        encoding = "utf-8"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file} is not {encoding.upper().replace('-SIG', '')} text ({exc.reason} at byte "
+                          f"{exc.start}): save it as UTF-8") from None
 
 
 class _Bad(Exception):
@@ -170,6 +312,9 @@ def _build(data: dict, schema: type, where: str, source: str) -> Any:
             kwargs[key] = _coerce(value, hints[key], path, source)
         except _Bad as exc:
             raise ConfigError(f"{source}: {path}: {exc}") from None
+        problem = _constraint_problem(fields[key], kwargs[key])
+        if problem is not None:
+            raise ConfigError(f"{source}: {path} {problem}")
     missing = [name for name, f in fields.items() if name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -198,13 +343,21 @@ def load_config(path: str | os.PathLike[str], schema: type[T], overrides: Iterab
     """Load a YAML file into the dataclass ``schema``, with dotted ``overrides`` such as ``"opt.lr=3e-4"``.
 
     Raises:
-        ConfigError: a missing or malformed file, an unknown key, a value that does not fit its type.
+        ConfigError: a missing, unreadable, oversize or malformed file (not UTF-8, a duplicate key, nested too
+            deep), an unknown key, a value that does not fit its type or is out of its field's range.
     """
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file {file} not found: pass the path of a YAML file")
     try:
-        data = yaml.safe_load(file.read_text())
+        size = file.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{file} is {size} bytes, more than the {MAX_CONFIG_BYTES} a config file may have")
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {file}: {exc.strerror or exc}") from None
+    try:
+        data = _parse_yaml(_decode_config(raw, file))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -221,7 +374,7 @@ def _merge_overrides(data: dict, overrides: Iterable[str], schema: type) -> dict
         if not all(keys):
             raise ConfigError(f"override {override!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         section, section_schema = data, schema

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlparse
 
 from kaggle_kit import envvars
-from kaggle_kit.errors import CredentialError, KaggleApiError
+from kaggle_kit.errors import CredentialError, KaggleApiError, MalformedFileError
+from kaggle_kit.fileio import read_json
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -117,10 +117,9 @@ def find_credentials(*, secret_labels: Sequence[str] | None = None) -> Credentia
     config_file = _config_dir() / "kaggle.json"
     if config_file.is_file():
         try:
-            data = json.loads(config_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise CredentialError(f"{config_file} is not valid JSON ({exc}); it should read "
-                                  '{"username": "...", "key": "..."}') from None
+            data = read_json(config_file)
+        except MalformedFileError as exc:
+            raise CredentialError(f"{exc}; it should read " '{"username": "...", "key": "..."}') from None
         if isinstance(data, dict) and data.get("username") and data.get("key"):
             return Credentials(username=str(data["username"]), key=str(data["key"]), source=str(config_file))
     for name in ("access_token", "access_token.txt"):

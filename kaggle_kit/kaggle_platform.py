@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_BURN_RATES",
     "DEFAULT_BURN_RATE",
     "WORKING_DIR_LIMIT_BYTES",
+    "KAGGLE_OUTPUT_FILES",
     "MAX_DATASET_VERSION_FILES",
     "MAX_CONCURRENT_GPU_SESSIONS",
     "resolve_shape",
@@ -164,3 +165,7 @@ def burn_rate(accelerator: str, overrides: dict[str, float] | None = None) -> fl
     if is_tpu(accelerator):
         return 0.0
     return DEFAULT_BURN_RATE
+
+# The files Kaggle itself adds to a session's output: the executed code, the rendered results and their metadata.
+KAGGLE_OUTPUT_FILES = ("__notebook__.ipynb", "__script__.py", "__script__.ipynb", "__results__.html", "custom.css",
+                       "__output__.json")

@@ -7,16 +7,16 @@ with the field and the fix.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaggle_kit.errors import HandleError, MetadataError
+from kaggle_kit.errors import HandleError, MalformedFileError, MetadataError
+from kaggle_kit.fileio import read_json
 from kaggle_kit.handles import parse_competition, parse_dataset, parse_kernel, parse_model, slugify
 from kaggle_kit.kaggle_platform import MACHINE_SHAPES, resolve_shape
-from kaggle_kit.metadata_files import KERNEL_METADATA
+from kaggle_kit.metadata_files import KERNEL_METADATA, read_metadata
 
 METADATA_FILE = KERNEL_METADATA
 LANGUAGES = ("python", "r", "rmarkdown")
@@ -53,13 +53,7 @@ def _load(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MetadataError(f"{path} does not exist: run `kaggle kernels init -p {folder}` or write it (fields id, "
                             "title, code_file, language, kernel_type)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise MetadataError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MetadataError(f"{path} must hold a JSON object, not {type(data).__name__}")
-    return data
+    return read_metadata(path, "the kernel's metadata")
 
 
 def _check_identity(meta: dict[str, Any], out: list[LintFinding]) -> None:
@@ -85,16 +79,16 @@ def _check_code(folder: Path, meta: dict[str, Any], out: list[LintFinding]) -> N
     language, kernel_type = meta.get("language"), meta.get("kernel_type")
     if not code_file or not isinstance(code_file, str):
         out.append(LintFinding("error", "code_file", "missing", 'set "code_file" to the notebook or script to run'))
+    elif not _inside(folder, folder / code_file):
+        out.append(LintFinding("error", "code_file", f"{code_file!r} is outside the kernel folder {folder}",
+                               "put the notebook or script in the folder and give its path relative to it"))
     elif not (folder / code_file).is_file():
         out.append(LintFinding("error", "code_file", f"{folder / code_file} does not exist",
                                "render or copy the notebook there first, or correct the path (relative to -p DIR)"))
     elif kernel_type == "notebook":
-        try:
-            notebook = json.loads((folder / code_file).read_text(encoding="utf-8"))
-            if not isinstance(notebook, dict) or "cells" not in notebook:
-                raise ValueError("no cells")
-        except ValueError as exc:
-            out.append(LintFinding("error", "code_file", f"{code_file} is not a notebook ({exc})",
+        problem = _notebook_problem(folder / code_file)
+        if problem:
+            out.append(LintFinding("error", "code_file", f"{code_file} is not a notebook ({problem})",
                                    'use an .ipynb file, or set "kernel_type": "script"'))
     if language not in LANGUAGES:
         out.append(LintFinding("error", "language", f"{language!r} is not valid", f"use one of {', '.join(LANGUAGES)}"))
@@ -105,6 +99,26 @@ def _check_code(folder: Path, meta: dict[str, Any], out: list[LintFinding]) -> N
     if pinning is not None and pinning not in PINNING_TYPES:
         out.append(LintFinding("error", "docker_image_pinning_type", f"{pinning!r} is not valid",
                                f"use one of {', '.join(PINNING_TYPES)}, or leave it out"))
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` (links resolved) lies in ``folder``: the client pushes what the link points to."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def _notebook_problem(path: Path) -> str | None:
+    """Why ``path`` is not a notebook the server accepts, or None."""
+    try:
+        notebook = read_json(path)
+    except MalformedFileError as exc:
+        return str(exc)
+    if not isinstance(notebook, dict) or "cells" not in notebook:
+        return "no cells"
+    return None
 
 
 def _check_machine(meta: dict[str, Any], out: list[LintFinding]) -> None:

@@ -12,6 +12,8 @@ caller asked for explicitly, such as ``--param`` or ``--set``, is an error inste
   dataset), ``competition`` (None without one), ``datasets``, ``models``: from the declaration;
 - ``config`` (the config file, relative to the root), ``overrides``: checked against the notebook's schema first;
 - ``accelerator_plan``: ``cpu`` for no accelerator, ``gpu`` for a GPU, ``auto`` for a TPU;
+- ``kernel``: the notebook's own ``owner/slug`` (with ``project`` and ``run_name``, the run's identity without a
+  mirror);
 - ``run_name`` and ``previous_output``: the run's identity and the earlier session's output, when given;
 - the notebook's declared ``parameters`` and the caller's extra ones.
 
@@ -57,7 +59,7 @@ _MOVED = {"stage_code": "kaggle_kit.code_dataset", "publish_code": "kaggle_kit.c
           "kernel_status": "kaggle_kit.kernels", "kernel_output": "kaggle_kit.kernels"}
 # Injected only where the parameters cell assigns them; the rest is the caller's explicit choice.
 _FROM_DECLARATION = ("project", "kit_dataset", "code_dataset", "checkpoint_dataset", "competition", "datasets",
-                     "models", "config", "overrides", "accelerator_plan", "run_name", "previous_output")
+                     "models", "config", "overrides", "accelerator_plan", "kernel", "run_name", "previous_output")
 
 
 @dataclass
@@ -221,7 +223,7 @@ def _plan(project: Project, spec: NotebookSpec, options: RenderOptions, declared
     available = {
         "project": project.name, "kit_dataset": project.kit_dataset, "code_dataset": project.code_dataset,
         "checkpoint_dataset": checkpoint, "competition": competition, "datasets": data, "models": models,
-        "config": config, "overrides": list(options.overrides), "accelerator_plan": plan,
+        "config": config, "overrides": list(options.overrides), "accelerator_plan": plan, "kernel": spec.kernel,
         "run_name": options.run_name, "previous_output": previous,
     }
     parameters = {name: value for name, value in available.items() if name in declared}

@@ -422,6 +422,8 @@ class _Rehearsal:
 
         training = nb.name == self.train_nb.name
         declared = self._declared(nb)
+        carry_output = attach_training_output and not self.mirroring
+        resumes_from_output = training and "previous_output" in declared
         params: dict[str, Any] = {}
         if training and "checkpoint_every_minutes" in declared:
             params["checkpoint_every_minutes"] = self.options.checkpoint_every_s / 60.0
@@ -433,8 +435,10 @@ class _Rehearsal:
             config=self.spec.config if "config" in declared else None,
             overrides=overrides if "overrides" in declared else (),
             checkpoint_dataset=self.checkpoint_dataset if (training or not self.mirroring) else None,
-            # Without a mirror, the training run's Batch output is what carries the checkpoints over.
-            kernels=(self.train_ref,) if attach_training_output and not self.mirroring else (),
+            # Without a mirror, the training run's Batch output is what carries the checkpoints over: the next
+            # training session names it as its previous output (searched by restore), the inference one attaches it.
+            kernels=(self.train_ref,) if carry_output and not resumes_from_output else (),
+            previous_output=self.train_ref if carry_output and resumes_from_output else None,
             internet=self.options.internet if training else False,
             accelerator=ACCELERATOR_SHAPES[self.options.accelerator] or "none",
             params=params,

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kaggle_kit.kaggle_platform import KAGGLE_OUTPUT_FILES
+
 __all__ = [
     "QUEUED",
     "RUNNING",
@@ -66,7 +68,8 @@ class SessionOutcome:
             ``unknown`` (the limit, the quota or a cancel; Kaggle does not say which); for ``user_error``: the
             exception line; else "".
         failure_message: what Kaggle's ``failureMessage`` said, or "".
-        output_files: the session's output file names, when the caller listed them (None when not looked at).
+        output_files: the session's own output file names (not the files Kaggle adds: the executed notebook, the
+            rendered results), when the caller listed them (None when not looked at).
     """
 
     kind: str
@@ -172,7 +175,8 @@ def classify(status_response: Any, log_text: str | None = None, output_files: It
     """
     status = status_name(status_response)
     failure = _failure_message(status_response)
-    files = None if output_files is None else tuple(str(f) for f in output_files)
+    files = None if output_files is None else tuple(
+        name for name in map(str, output_files) if name not in KAGGLE_OUTPUT_FILES)
     records = _log_records(log_text) if log_text else []
     kind = _BY_STATUS.get(status, UNKNOWN)
     cause = ""

@@ -51,8 +51,7 @@ if _kit is not None and str(_kit) not in sys.path:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(_kit), *filter(None, [os.environ.get("PYTHONPATH")])])
 os.environ["KAGGLE_KIT_PROJECT"] = project  # every find_root() in this session looks for this project
 
-from kaggle_kit.hotreload import enable_autoreload
-from kaggle_kit.root import find_root, kit_origin
+from kaggle_kit import enable_autoreload, find_root, kit_origin
 
 root = find_root(project=project, add_to_path=True)
 enable_autoreload()

@@ -28,6 +28,9 @@ checkpoint_dataset = None
 accelerator_plan = "auto"
 checkpoint_every_minutes = 10.0
 train_options = {}
+run_name = None  # names the run (its checkpoints' identity) with the checkpoint dataset, or alone without one
+previous_output = None  # the earlier session's output (owner/slug): where a run without a mirror resumes from
+kernel = None  # this notebook's owner/slug, set by render: the run's identity without a mirror or a run name
 on_memory_shortfall = "accumulate"  # or "suggest": keep the global batch by accumulation, or only propose a batch
 
 # %% bootstrap: put the kit and this project on sys.path (a clone, the attached datasets, or an installed kit)
@@ -54,8 +57,7 @@ if _kit is not None and str(_kit) not in sys.path:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(_kit), *filter(None, [os.environ.get("PYTHONPATH")])])
 os.environ["KAGGLE_KIT_PROJECT"] = project  # every find_root() in this session looks for this project
 
-from kaggle_kit.hotreload import enable_autoreload
-from kaggle_kit.root import find_root, kit_origin
+from kaggle_kit import enable_autoreload, find_root, kit_origin
 
 root = find_root(project=project, add_to_path=True)
 enable_autoreload()
@@ -106,11 +108,13 @@ evaluate = ScoreFunction(validation_score, train_cfg.monitor, args=(val_cases, c
 print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 # %% restore: the newest checkpoint from this session, the attached inputs or the mirror dataset
-from kaggle_kit import checkpointer_for_rank
+from kaggle_kit import checkpointer_for_rank, run_id_for
 
+run_id = run_id_for(mirror_handle=checkpoint_dataset, run_name=run_name, project=project, kernel=kernel)
 make_checkpointer = partial(checkpointer_for_rank, directory=env.working_dir() / "checkpoints",
                             mirror=checkpoint_dataset, every_minutes=checkpoint_every_minutes,
-                            monitor=train_cfg.monitor, mode=train_cfg.monitor_mode, config=cfg)
+                            monitor=train_cfg.monitor, mode=train_cfg.monitor_mode, config=cfg, run_id=run_id,
+                            resume_inputs=[previous_output] if previous_output else [])
 checkpointer = make_checkpointer(0)
 restored = checkpointer.restore(model=model)
 print("fresh start" if restored is None else f"resuming at step {restored.step} from {restored.source}")

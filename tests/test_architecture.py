@@ -257,3 +257,21 @@ def test_checkpoint_and_mirror_file_names_have_one_home(literal: str, home: str)
         for text, line in _string_constants(tree) if text == literal
     ]
     assert offences == []
+
+
+def _notebook_sources() -> list[Path]:
+    root = PACKAGE.parent
+    templates = PACKAGE / "templates"
+    return sorted([*(root / "notebooks").glob("*.py"), *(templates / "project" / "notebooks").glob("*.tmpl"),
+                   templates / "bootstrap.py.tmpl"])
+
+
+@pytest.mark.parametrize("source", _notebook_sources(), ids=lambda p: p.name)
+def test_notebooks_import_only_the_kit_top_level_and_the_workload(source: Path) -> None:
+    """A notebook calls the kit's public API (``from kaggle_kit import ...``) and its own workload, nothing deeper:
+    the kit's inner layout can then move without breaking notebooks in the wild."""
+    workloads = ("kaggle_kit.cmfd",)  # the CMFD example's own package
+    deep = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()
+            if (found := re.match(r"\s*(?:from|import)\s+(kaggle_kit\.[\w.]+)", line))
+            and not found.group(1).startswith(workloads)]
+    assert not deep, f"{source.name} imports kit internals: {deep}; export the name from kaggle_kit instead"

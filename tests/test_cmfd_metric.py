@@ -106,3 +106,66 @@ def test_wrong_header_is_refused(tmp_path: Path, solution: Path) -> None:
     sub = _write(tmp_path / "sub.csv", [["id", "prediction"], ["11", "authentic"]])
     with pytest.raises(SubmissionError, match="missing column"):
         metric.score_files(solution, sub)
+
+
+def _score(solution: Path, submission: Path) -> int:
+    return main(["cmfd", "score", "--solution", str(solution), "--submission", str(submission)])
+
+
+@pytest.mark.parametrize(("annotation", "reason"), [
+    ("[1, 99999999999999999999]", "beyond the image's 5120 pixels"),
+    ("[1, 4611686018427387904]", "run 0 (start 1, length 4611686018427387904) is beyond the image's 5120 pixels"),
+    ("[" * 100_000 + "]" * 100_000, "is not a JSON list of integers"),
+    ("[1, 1" + "0" * 5000 + "]", "is not a JSON list of integers"),
+])
+def test_hostile_annotations_are_refused_with_the_row(tmp_path: Path, solution: Path, capsys: pytest.CaptureFixture,
+                                                      annotation: str, reason: str) -> None:
+    sub = _write(tmp_path / "sub.csv", [["case_id", "annotation"], ["11", "authentic"], ["12", annotation],
+                                        ["13", "authentic"]])
+    assert _score(solution, sub) == 2
+    err = capsys.readouterr().err
+    assert "row 3 (case_id 12)" in err and reason in err and "Traceback" not in err
+
+
+def test_an_annotation_too_large_to_decode_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    solution = _write(tmp_path / "solution.csv", [["case_id", "annotation", "shape"],
+                                                  ["1", "[1, 5]", "[40000, 40000]"]])
+    sub = _write(tmp_path / "sub.csv", [["case_id", "annotation"], ["1", "[1, 1];[3, 1]"]])
+    assert _score(solution, sub) == 2
+    assert "2 instances of a 1600000000-pixel image would take 3.0 GiB to decode" in capsys.readouterr().err
+
+
+def test_a_folder_or_bytes_not_utf8_are_refused(tmp_path: Path, solution: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _score(solution, tmp_path) == 2
+    assert "is a folder, not a CSV file" in capsys.readouterr().err
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"case_id,annotation\n11,authentic\xe9\n")
+    assert _score(solution, latin) == 2
+    assert "not a UTF-8 CSV (invalid continuation byte); save it as UTF-8" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path, solution: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    sub = tmp_path / "sub.csv"
+    sub.write_text("case_id,annotation\r\n13,\"[101, 102]\"\r\n12,authentic\r\n11,\"[101, 102]\"\r\n",
+                   encoding="utf-8-sig")
+    assert _score(solution, sub) == 0
+    assert float(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx((204 / 205 + 1 + 0.5) / 3)
+
+
+def test_an_annotation_longer_than_the_csv_default_limit_is_scored(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kaggle_kit.cmfd import rle
+
+    # Every other pixel of a 400 x 400 image: the longest RLE the format allows for it, 0.8 MB where the csv
+    # module's default limit is 128 KiB (a 1200 x 1200 mask's runs to 8 MB).
+    flat = np.zeros(400 * 400, dtype=bool)
+    flat[::2] = True
+    mask = flat.reshape((400, 400), order="F")
+    annotation = rle.encode_annotation([mask])
+    assert len(annotation) > 800_000
+    solution = _write(tmp_path / "solution.csv", [["case_id", "annotation", "shape"], ["1", annotation, "[400, 400]"],
+                                                  ["2", "authentic", "[8, 8]"]])
+    sub = _write(tmp_path / "sub.csv", [["case_id", "annotation"], ["1", annotation], ["2", "authentic"]])
+    assert _score(solution, sub) == 0
+    assert float(capsys.readouterr().out.strip().splitlines()[-1]) == 1.0
+    assert csv.field_size_limit() == 131072  # the module-wide limit is left as it was

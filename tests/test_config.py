@@ -9,8 +9,9 @@ from typing import Literal
 
 import pytest
 
-from kaggle_kit.config import apply_overrides, config_from_dict, config_hash, config_to_dict, load_config
+from kaggle_kit.config import apply_overrides, config_from_dict, config_hash, config_to_dict, load_config, setting
 from kaggle_kit.errors import ConfigError
+from kaggle_kit.training import TrainConfig
 
 
 class Mode(enum.Enum):
@@ -156,3 +157,99 @@ def test_round_trip_and_hash():
     changed = apply_overrides(cfg, ["opt.lr=0.5"])
     assert changed.opt.lr == 0.5 and cfg.opt.lr == 1e-3
     assert config_hash(changed) != config_hash(cfg)
+
+
+def _write_bytes(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(data)
+    return path
+
+
+def test_encodings_not_utf8_are_refused_and_a_byte_order_mark_is_read(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.yaml is not UTF-8 text .*save it as UTF-8"):
+        load_config(_write_bytes(tmp_path, "name: 'caf\xe9'\n".encode("latin-1")), Config)
+    # What Windows editors and PowerShell redirection write: UTF-16 with a byte-order mark, and UTF-8 with one.
+    assert load_config(_write_bytes(tmp_path, "seed: 4\n".encode("utf-16")), Config).seed == 4
+    assert load_config(_write_bytes(tmp_path, "seed: 5\n".encode("utf-8-sig")), Config).seed == 5
+    with pytest.raises(ConfigError, match="is not UTF-16 text"):
+        load_config(_write_bytes(tmp_path, "seed: 4\n".encode("utf-16") + b"\x00"), Config)
+
+
+@pytest.mark.parametrize("text", ["opt: " + "[" * 100_000 + "]" * 100_000, "opt: " + "{a: " * 100_000 + "}" * 100_000])
+def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path, text):
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 1, column \d+: nests deeper than 32 levels"):
+        load_config(_write(tmp_path, text), Config)
+    # An override goes through the same parser.
+    with pytest.raises(ConfigError, match="opt.betas: expected a list"):
+        load_config(_write(tmp_path, ""), Config, ["opt.betas=" + "[" * 100_000])
+
+
+def test_oversize_file_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="more than the 4194304 a config file may have"):
+        load_config(_write(tmp_path, "#" * (5 << 20)), Config)
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("opt:\n  lr: 1e-4\ndata:\n  cache: true\nopt:\n  weight_decay: 0.1\n",
+     "line 5, column 1: duplicate key 'opt' (first at line 1)"),
+    ("opt:\n  lr: 1e-4\n  lr: 3e-4\n", "line 3, column 3: duplicate key 'lr' (first at line 2)"),
+])
+def test_duplicate_keys_are_refused(tmp_path, text, needle):
+    with pytest.raises(ConfigError, match="YAML would keep only the last one silently") as err:
+        load_config(_write(tmp_path, text), Config)
+    assert needle in str(err.value)
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    @dataclass
+    class Two:
+        a: Optim = field(default_factory=Optim)
+        b: Optim = field(default_factory=Optim)
+
+    text = "a: &base\n  lr: 0.1\n  weight_decay: 0.2\nb:\n  <<: *base\n  lr: 0.5\n"
+    cfg = load_config(_write(tmp_path, text), Two)
+    assert (cfg.b.lr, cfg.b.weight_decay) == (0.5, 0.2)
+
+
+@dataclass
+class Ranged:
+    rate: float = setting(0.1, gt=0)
+    fraction: float = setting(0.2, ge=0, lt=1)
+    cap: int | None = setting(None, ge=1)
+    kind: str = setting("a", choices=("a", "b"))
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("rate: .inf\n", "rate = inf is invalid: it must be a finite number > 0"),
+    ("rate: -1\n", "rate = -1.0 is invalid: it must be a finite number > 0"),
+    ("fraction: 7\n", "fraction = 7.0 is invalid: it must be a finite number >= 0 and < 1"),
+    ("cap: 0\n", "cap = 0 is invalid: it must be a finite number >= 1"),
+    ("kind: c\n", "kind = 'c' is invalid: it must be one of a, b"),
+])
+def test_ranges_declared_by_the_schema_are_checked(tmp_path, text, needle):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, Ranged)
+    assert str(path) in str(err.value) and needle in str(err.value)
+    with pytest.raises(ConfigError, match="rate = 0.0 is invalid"):
+        load_config(_write(tmp_path, ""), Ranged, ["rate=0"])
+    assert load_config(_write(tmp_path, "cap: null\nfraction: 0\n"), Ranged) == Ranged(fraction=0.0)
+
+
+@dataclass
+class Run:
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def test_training_and_cmfd_configs_declare_their_ranges(tmp_path):
+    from kaggle_kit.cmfd.config import load_cmfd_config
+
+    for text, needle in (("train:\n  lr: .inf\n", "train.lr = inf"), ("train:\n  lr: -3e-4\n", "train.lr = -0.0003"),
+                         ("train:\n  epochs: -2\n", "train.epochs = -2")):
+        with pytest.raises(ConfigError, match=needle):
+            load_config(_write(tmp_path, text), Run)
+    with pytest.raises(ConfigError, match="data.val_fraction = 7.0 is invalid"):
+        load_cmfd_config("tiny", ["data.val_fraction=7"])
+    # A config built in code is checked the same way before training.
+    with pytest.raises(ConfigError, match=r"train.lr = inf is invalid"):
+        TrainConfig(lr=float("inf")).validate()

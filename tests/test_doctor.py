@@ -26,7 +26,7 @@ def fake_kaggle(tmp_path, monkeypatch, kaggle_isolation):
 
 
 def test_doctor_reports_environment_and_preflight(fake_kaggle, sim_server, capsys):
-    rc = main(["doctor", "--input", "alice/cmfd-data", "--mirror-dataset", f"{sim_server.username}/ckpt"])
+    rc = main(["doctor", "--input", "alice/cmfd-data", "--mirror-dataset", f"{sim_server.username}/ckpt-mirror"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "inside Kaggle    yes" in out and "run type         Batch" in out
@@ -50,3 +50,10 @@ def test_doctor_fails_on_p100_with_the_fix(fake_kaggle, monkeypatch, capsys):
     assert rc == 1
     assert "inside Kaggle    no" in out and "not checked: --offline" in out
     assert "FAIL  accelerator vs plan" in out and "GPU T4 x2" in out and "1 check(s) failed" in out
+
+
+def test_doctor_names_a_mirror_dataset_kaggle_refuses(fake_kaggle, sim_server, capsys):
+    rc = main(["doctor", "--mirror-dataset", f"{sim_server.username}/ckpt"])
+    out = capsys.readouterr().out
+    assert rc != 0
+    assert "mirror dataset slug 'ckpt'" in out and "Kaggle allows 6 to 50" in out, out

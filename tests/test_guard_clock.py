@@ -52,3 +52,14 @@ def test_bad_values(monkeypatch):
     monkeypatch.delenv("KAGGLE_KIT_SIM_SESSION_LIMIT_S")
     with pytest.raises(ConfigError, match="not positive"):
         SessionClock.from_environment(limit_s=0)
+
+
+def test_deadline_margin_scales_with_the_session_and_the_measured_times():
+    from kaggle_kit.guard.clock import deadline_margin
+
+    # A full Kaggle session keeps today's ten minutes, plus the saves, a step and an evaluation.
+    assert deadline_margin(12 * 3600, save_s=2.0, step_s=1.0, eval_s=30.0) == 600 + 4 + 1 + 30
+    # A five-minute session (or 12 h at --clock-scale 144) keeps 5 % of it.
+    assert deadline_margin(300, save_s=0.5, step_s=0.2) == pytest.approx(15 + 1 + 0.2)
+    # Never more than half the session, however slow the save.
+    assert deadline_margin(60, save_s=100) == 30

@@ -60,6 +60,9 @@ def test_bad_ledgers_name_the_file_and_entry(tmp_path):
         quota_from_ledger(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="entry 1"):
         quota_from_ledger(_ledger(tmp_path, [{"accelerator": "T4", "seconds": 1}, {"accelerator": "T4"}]))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="deep.json nests deeper than 64 levels"):
+        quota_from_ledger(tmp_path / "deep.json")
 
 
 def test_reads_the_checkpoint_mirrors_ledger(tmp_path):

@@ -65,6 +65,12 @@ def test_broken_kaggle_json_is_a_clear_error(clean_env):
     (clean_env / ".kaggle" / "kaggle.json").write_text("{not json")
     with pytest.raises(CredentialError, match="not valid JSON"):
         find_credentials()
+    (clean_env / ".kaggle" / "kaggle.json").write_text('{"username": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CredentialError, match="kaggle.json nests deeper than 64 levels"):
+        find_credentials()
+    (clean_env / ".kaggle" / "kaggle.json").write_bytes(b'{"username": "caf\xe9", "key": "k"}')
+    with pytest.raises(CredentialError, match="kaggle.json is not UTF-8 text"):
+        find_credentials()
 
 
 def test_access_token_file(clean_env):

@@ -108,3 +108,29 @@ def test_cli(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "error: machine_shape: NvidiaTeslaP100 is retired" in out and "1 error(s)" in out
     assert main(["lint", "-p", str(tmp_path / "nowhere")]) == 2  # MetadataError -> the CLI's error exit
+
+
+def test_deep_metadata_or_notebook_is_a_kit_error_not_a_recursion_error(tmp_path, capsys):
+    deep = "[" * 100_000 + "]" * 100_000
+    _folder(tmp_path)
+    (tmp_path / "train.ipynb").write_text(deep)
+    errors = _errors(lint_kernel_metadata(tmp_path, checkpoint_dataset="alice/cmfd-ckpt"))
+    assert "nests deeper than 64 levels" in errors["code_file"].message
+    (tmp_path / "kernel-metadata.json").write_text('{"id": ' + deep + "}")
+    assert main(["lint", "-p", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "kernel-metadata.json nests deeper than 64 levels" in err and "Traceback" not in err
+    (tmp_path / "kernel-metadata.json").write_bytes(b'{"id": "alice/caf\xe9"}')
+    assert main(["lint", "-p", str(tmp_path)]) == 2
+    assert "kernel-metadata.json is not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("outside", ["../elsewhere.ipynb", "/tmp/elsewhere.ipynb", "link.ipynb"])
+def test_code_file_outside_the_kernel_folder_is_refused(tmp_path, outside):
+    kernel = tmp_path / "kernel"
+    kernel.mkdir()
+    (tmp_path / "elsewhere.ipynb").write_text(json.dumps({"cells": []}))
+    (kernel / "link.ipynb").symlink_to(tmp_path / "elsewhere.ipynb")
+    code_file = outside.replace("/tmp/", f"{tmp_path}/")
+    errors = _errors(lint_kernel_metadata(_folder(kernel, code_file=code_file), checkpoint_dataset="alice/cmfd-ckpt"))
+    assert "outside the kernel folder" in errors["code_file"].message

@@ -62,6 +62,7 @@ def test_render_injects_parameters_and_writes_each_kernels_metadata(tmp_path):
     assert params == {"project": "cmfd", "kit_dataset": None, "config": TINY, "overrides": ["train.epochs=1"],
                       "competition": COMPETITION, "code_dataset": "alice/kaggle-kit-code",
                       "checkpoint_dataset": "alice/cmfd-train-ckpt", "accelerator_plan": "gpu",
+                      "kernel": "alice/cmfd-train", "run_name": None, "previous_output": None,
                       "checkpoint_every_minutes": 0.5}
     assert injected(infer.notebook)["checkpoint_dataset"] == "alice/cmfd-train-ckpt"
 
@@ -159,10 +160,12 @@ def test_the_notebooks_find_the_kit_only_in_the_attached_code_dataset(tmp_path, 
     report = "import json, kaggle_kit\nprint(json.dumps([kaggle_kit.__file__, str(root.path)]))"
     infer_bootstrap = "\n".join([infer.cells[1].source, params, infer.cells[2].source, report])
     cells = [train.cells[1].source, params, train.cells[2].source,
-             # The inference notebook's bootstrap in a fresh interpreter of the same session.
+             # The inference notebook's bootstrap in a fresh IPython of the same session.
              "import json, subprocess, kaggle_kit\n"
-             "infer = subprocess.run([sys.executable, '-c', os.environ['INFER_BOOTSTRAP']], capture_output=True,\n"
-             "                       text=True, check=True).stdout.splitlines()[-1]\n"
+             "run = subprocess.run([sys.executable, '-m', 'IPython', '--quick', '-c', os.environ['INFER_BOOTSTRAP']],\n"
+             "                     capture_output=True, text=True)\n"
+             "assert run.returncode == 0, run.stderr[-3000:]\n"
+             "infer = run.stdout.splitlines()[-1]\n"
              "json.dump({'train': [kaggle_kit.__file__, str(root.path)], 'infer': json.loads(infer),\n"
              "           'inputs': sorted(os.listdir('/kaggle/input'))}, open('/kaggle/working/facts.json', 'w'))"]
     nb = nbformat.v4.new_notebook()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import importlib.util
 import os
 import shutil
 import sys
@@ -500,6 +501,23 @@ def test_change_made_before_the_first_check_is_reloaded(tree, monkeypatch) -> No
     put(root / "p_late/m.py", "def f():\n    return 'pulled before the reloader looked'\n", git_pull=True)
     report = reloader.check(explicit=True)
     assert report.reloaded == ["p_late.m"] and m.f() == "pulled before the reloader looked"
+
+
+def test_a_stale_pyc_left_on_disk_is_no_change_when_bytecode_is_not_written(tree, monkeypatch) -> None:
+    """With PYTHONDONTWRITEBYTECODE the import compiles the edited source and leaves an older pyc in place: that pyc
+    is not what was imported, so the module is current, not changed."""
+    import py_compile
+
+    root, reloader, _ = tree
+    put(root / "p_stale/__init__.py", "")
+    put(root / "p_stale/m.py", "def f():\n    return 'old'\n")
+    py_compile.compile(str(root / "p_stale/m.py"), cfile=importlib.util.cache_from_source(str(root / "p_stale/m.py")))
+    put(root / "p_stale/m.py", "def f():\n    return 'edited before the import'\n", git_pull=True)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    m = importlib.import_module("p_stale.m")
+    assert m.f() == "edited before the import"
+    report = reloader.check(explicit=False)
+    assert "p_stale.m" not in report.reloaded
 
 
 def test_enable_autoreload_outside_ipython_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,3 +72,11 @@ def test_unknown_statuses_and_garbage_logs_never_raise() -> None:
     for log in ("[" * 5000, "[1, 2, {\"time\": \"x\"}]", "not json at all", ""):
         assert classify("CANCEL_ACKNOWLEDGED", log).kind == KILLED
         assert classify("ERROR", log).kind == ERROR
+
+
+def test_the_files_kaggle_adds_are_not_the_sessions_output() -> None:
+    kaggle_files = ["__notebook__.ipynb", "__results__.html", "custom.css", "__output__.json"]
+    bare = classify({"status": "CANCEL_ACKNOWLEDGED"}, output_files=kaggle_files)
+    assert bare.output_kept is False and "no output kept" in bare.reason
+    kept = classify({"status": "CANCEL_ACKNOWLEDGED"}, output_files=[*kaggle_files, "checkpoints/step-1.pt"])
+    assert kept.output_files == ("checkpoints/step-1.pt",) and "1 output file(s) kept" in kept.reason

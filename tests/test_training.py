@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -180,12 +182,55 @@ def test_bad_config_and_tiny_dataset_are_refused():
         train(make_model(), NoisyRegression(), mse, TrainConfig(batch_size=64), clock=StopAfter(None))
 
 
+class TenSecondSteps:
+    """A session of ``limit_s`` seconds in which every optimizer step takes ten seconds."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s, self.steps, self.margins = limit_s, 0, []
+
+    def time_left(self) -> float:
+        return max(0.0, self.limit_s - 10.0 * self.steps)
+
+    def should_stop(self, margin_s: float) -> bool:
+        self.steps += 1
+        self.margins.append(margin_s)
+        return self.time_left() <= margin_s
+
+
+def test_default_deadline_margin_scales_with_a_short_session(tmp_path, capsys):
+    # 200 s: the margin is 5 % of it (10 s) plus the measured save and step times, so the run trains until 10 s
+    # are left (step 19 of 20 leaves 10 s); the fixed 600 s of the past stopped it after its first step.
+    clock = TenSecondSteps(200.0)
+    ckpt = Checkpointer(tmp_path / "ckpt", every_minutes=60)
+    config = TrainConfig(epochs=4, batch_size=4, grad_accum_steps=2, precision="fp32", lr=0.05)
+    result = train(make_model(), NoisyRegression(), mse, config, checkpointer=ckpt, clock=clock, progress=False,
+                   plot=False)
+    assert result.status == "stopped" and result.step == 19
+    assert all(10.0 <= margin < 15.0 for margin in clock.margins)
+    out = capsys.readouterr().out
+    assert "deadline margin 10 s" in out and "train.deadline_margin_s fixes it" in out
+    # A margin in the config is kept as it is.
+    fixed = TenSecondSteps(200.0)
+    train(make_model(), NoisyRegression(), mse, dataclasses.replace(config, deadline_margin_s=50.0), clock=fixed,
+          progress=False, plot=False)
+    assert set(fixed.margins) == {50.0} and fixed.steps == 15
+
+
+def test_a_five_minute_session_trains_to_the_end(tmp_path):
+    from kaggle_kit.guard.clock import SessionClock
+
+    config = TrainConfig(epochs=2, batch_size=4, precision="fp32", lr=0.05)
+    result = train(make_model(), NoisyRegression(), mse, config, clock=SessionClock(start=time.time(), limit_s=300),
+                   checkpointer=Checkpointer(tmp_path / "ckpt", every_minutes=60), progress=False, plot=False)
+    assert result.status == "finished" and result.step == 20
+
+
 def rank_checkpointer(rank: int, directory: str) -> Checkpointer:
     return Checkpointer(Path(directory), every_minutes=60)
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_ranks_matches_one_process(tmp_path, monkeypatch):
+def test_ddp_on_two_cpu_ranks_matches_one_process_and_hands_back_the_weights(tmp_path, monkeypatch):
     from functools import partial
 
     from kaggle_kit.guard.accelerator import detect_accelerator, plan_devices
@@ -195,14 +240,20 @@ def test_ddp_on_two_cpu_ranks_matches_one_process(tmp_path, monkeypatch):
     plan = plan_devices("gpu", detect_accelerator())
     assert plan.world_size == 2
     cfg = TrainConfig(epochs=2, batch_size=4, grad_accum_steps=2, precision="fp32", scheduler="none", lr=0.05)
+    initial = weights(make_model(dropout=0.0))
     results = {}
     for name, world in (("ddp", plan), ("single", plan_devices("cpu", detect_accelerator()))):
-        result = train_with_plan(world, model=make_model(dropout=0.0), dataset=NoisyRegression(), loss_fn=mse,
+        model = make_model(dropout=0.0)
+        result = train_with_plan(world, model=model, dataset=NoisyRegression(), loss_fn=mse,
                                  config=cfg, checkpointer=partial(rank_checkpointer, directory=str(tmp_path / name)),
                                  clock=StopAfter(None), output_dir=tmp_path / f"out-{name}", progress=False)
-        model = make_model(dropout=0.0, seed=7)
-        restored = Checkpointer(tmp_path / name).restore(model=model)
-        assert restored is not None and restored.step == result.step == 10
+        assert result.status == "finished" and result.step == 10
+        # The caller's model holds the final weights, the same as the last checkpoint's.
+        restored_model = make_model(dropout=0.0, seed=7)
+        restored = Checkpointer(tmp_path / name).restore(model=restored_model)
+        assert restored is not None and restored.step == 10
+        assert_identical(weights(model), weights(restored_model))
+        assert not torch.equal(weights(model)["0.weight"], initial["0.weight"])
         results[name] = (weights(model), [r["train_loss"] for r in result.history])
     for key, value in results["single"][0].items():
         torch.testing.assert_close(results["ddp"][0][key], value, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from kaggle_kit.config import load_config
+from kaggle_kit.config import load_config, setting
 from kaggle_kit.training import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -80,11 +80,11 @@ class LossConfig:
 class PostprocessConfig:
     """From probabilities to instances; every threshold is a setting to tune on validation."""
 
-    pixel_threshold: float = 0.5
+    pixel_threshold: float = setting(0.5, ge=0, le=1)
     # The image is authentic unless its highest pixel probability reaches this.
-    image_threshold: float = 0.6
+    image_threshold: float = setting(0.6, ge=0, le=1)
     # Components smaller than this fraction of the image are dropped.
-    min_area_frac: float = 0.0005
+    min_area_frac: float = setting(0.0005, ge=0, lt=1)
     # Join the two halves of one copy-move (the source and its copy) into one instance, as the masks count them.
     pair_instances: bool = True
 
@@ -93,17 +93,17 @@ class PostprocessConfig:
 class DataConfig:
     """Training images are letterboxed to ``image_size`` squares; inference keeps the aspect up to ``max_size``."""
 
-    image_size: int = 448
-    max_size: int = 448
-    val_fraction: float = 0.2
+    image_size: int = setting(448, ge=1)
+    max_size: int = setting(448, ge=1)
+    val_fraction: float = setting(0.2, gt=0, lt=1)
     supplemental: bool = False
     seed: int = 0
     # Share of authentic training images forged on the fly by the synthetic generator.
-    synthetic_prob: float = 0.0
+    synthetic_prob: float = setting(0.0, ge=0, le=1)
     # On-the-fly forgeries: the easy kind (large translated copies) instead of the full range of transforms.
     synthetic_easy: bool = False
     # With synthetic_easy: copies on a grid of this many pixels (14 = the ViT's patches, for random-init demos).
-    synthetic_align: int = 1
+    synthetic_align: int = setting(1, ge=1)
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +14,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from kaggle_kit.cmfd import rle
-from kaggle_kit.errors import SubmissionError
+from kaggle_kit.errors import MalformedFileError, SubmissionError
+from kaggle_kit.fileio import loads_json
 
 
 @dataclass(frozen=True)
@@ -70,28 +73,48 @@ def image_score(label: str, prediction: str, shape: tuple[int, int]) -> float:
 
 def _parse_shape(text: str, where: str) -> tuple[int, int]:
     try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, TypeError):
+        value = loads_json(text, where="shape", max_depth=1)
+    except MalformedFileError:
         value = None
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
         raise SubmissionError(f"{where}: shape {text!r} must be '[H, W]' with positive integers")
     return int(value[0]), int(value[1])
 
 
-def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str | None]]:
+@contextlib.contextmanager
+def _any_field_size() -> Iterator[None]:
+    """Lets the csv module read fields of any length: a large mask's RLE runs to megabytes (the default is 128 KiB)."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
     try:
-        with open(path, newline="") as fh:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str | None]]:
+    if path.is_dir():
+        raise SubmissionError(f"{path}: is a folder, not a CSV file; pass the CSV file itself")
+    try:
+        # utf-8-sig: a byte-order mark (as Excel writes) is not part of the first column's name.
+        with _any_field_size(), open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SubmissionError(
-                    f"{path}: missing column(s) {', '.join(missing)}; the header must be {','.join(required)}"
-                )
-            return list(reader)
+            try:
+                fieldnames = reader.fieldnames or []
+                missing = [c for c in required if c not in fieldnames]
+                if missing:
+                    raise SubmissionError(
+                        f"{path}: missing column(s) {', '.join(missing)}; the header must be {','.join(required)}"
+                    )
+                return list(reader)
+            except csv.Error as exc:
+                raise SubmissionError(f"{path} line {reader.line_num}: not a valid CSV ({exc})") from None
     except FileNotFoundError:
         raise SubmissionError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
-        raise SubmissionError(f"{path}: not a UTF-8 CSV ({exc.reason})") from None
+        raise SubmissionError(f"{path}: not a UTF-8 CSV ({exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SubmissionError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def read_solution(path: Path) -> list[SolutionRow]:

@@ -10,9 +10,12 @@ import json
 
 import numpy as np
 
-from kaggle_kit.errors import SubmissionError
+from kaggle_kit.errors import MalformedFileError, SubmissionError
+from kaggle_kit.fileio import loads_json
 
 AUTHENTIC = "authentic"
+# Decoding keeps one byte per pixel and instance; past this an annotation is refused rather than exhausting memory.
+MAX_DECODED_BYTES = 2 << 30
 
 
 def encode(mask: np.ndarray) -> list[int]:
@@ -39,10 +42,18 @@ def encode(mask: np.ndarray) -> list[int]:
 def _check_runs(runs: list[int], n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     if len(runs) % 2:
         raise SubmissionError(f"odd number of values ({len(runs)}): an instance is [start, length, ...] pairs")
-    arr = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    try:
+        arr = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    except OverflowError:
+        raise SubmissionError(f"a value is beyond the image's {n_pixels} pixels (and beyond 64-bit integers)") from None
     starts, lengths = arr[:, 0], arr[:, 1]
     if len(starts) == 0:
         return starts, lengths
+    huge = np.flatnonzero((starts > n_pixels) | (lengths > n_pixels))
+    if len(huge):  # refused before start + length could overflow
+        i = huge[0]
+        raise SubmissionError(f"run {i} (start {starts[i]}, length {lengths[i]}) is beyond the image's {n_pixels} "
+                              "pixels")
     bad = np.flatnonzero(lengths < 1)
     if len(bad):
         raise SubmissionError(f"run {bad[0]} has length {lengths[bad[0]]}; lengths must be >= 1")
@@ -71,10 +82,12 @@ def decode_flat(runs: list[int], n_pixels: int) -> np.ndarray:
         SubmissionError: odd length, non-positive lengths, starts not ascending, overlapping runs, or runs past the end.
     """
     starts, lengths = _check_runs(runs, n_pixels)
-    flat = np.zeros(n_pixels, dtype=bool)
-    for s, n in zip(starts.tolist(), lengths.tolist()):
-        flat[s - 1 : s - 1 + n] = True
-    return flat
+    # Runs never overlap (checked), so +1 at each start and -1 at each end, summed, marks exactly the covered pixels:
+    # vectorised, since a large mask's RLE holds hundreds of thousands of runs.
+    edges = np.zeros(n_pixels + 1, dtype=np.int8)
+    edges[starts - 1] = 1
+    edges[starts - 1 + lengths] -= 1  # ends ascend, so no index repeats
+    return np.cumsum(edges[:-1], dtype=np.int8).astype(bool)
 
 
 def decode(runs: list[int], shape: tuple[int, int]) -> np.ndarray:
@@ -85,10 +98,10 @@ def decode(runs: list[int], shape: tuple[int, int]) -> np.ndarray:
 
 def _parse_instance(text: str) -> list[int]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SubmissionError(f"instance {text[:40]!r} is not a JSON list: {exc.msg}") from None
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        value = loads_json(text, where="the instance", max_depth=1)
+    except MalformedFileError as exc:
+        raise SubmissionError(f"instance {text[:40]!r} is not a JSON list of integers ({exc})") from None
+    if not isinstance(value, list) or not all(type(v) is int for v in value):  # bool is not int here
         raise SubmissionError(f"instance {text[:40]!r} must be a JSON list of integers")
     return value
 
@@ -114,6 +127,10 @@ def decode_annotation_flat(annotation: str, n_pixels: int) -> list[np.ndarray] |
     instances = parse_annotation(annotation)
     if instances is None:
         return None
+    if len(instances) * n_pixels > MAX_DECODED_BYTES:
+        raise SubmissionError(f"{len(instances)} instances of a {n_pixels}-pixel image would take "
+                              f"{len(instances) * n_pixels / 2**30:.1f} GiB to decode (at most "
+                              f"{MAX_DECODED_BYTES / 2**30:.0f}); merge or drop small instances")
     return [decode_flat(runs, n_pixels) for runs in instances]
 
 

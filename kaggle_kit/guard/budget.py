@@ -35,7 +35,7 @@ from kaggle_kit.guard.quota import QuotaStatus, current_quota
 from kaggle_kit.training.config import TrainConfig, steps_per_epoch, total_steps
 from kaggle_kit.training.data_order import SeededView, epoch_order
 from kaggle_kit.training.objectives import EvaluateFn, LossFn
-from kaggle_kit.training.seeding import mix_seed, preserved_random_state
+from kaggle_kit.training.seeding import preserved_random_state
 from kaggle_kit.training.step import (
     OptimizerFactory,
     OptimizerStep,
@@ -90,21 +90,17 @@ class _TrialBatches:
 
     def __init__(self, dataset: Any, config: TrainConfig, device: torch.device,
                  collate_fn: Callable[[list[Any]], Any] | None) -> None:
-        self.view = SeededView(dataset)
-        self.order = epoch_order(len(dataset), seed=config.seed, epoch=0)
-        self.seed = config.seed
+        order = epoch_order(len(dataset), seed=config.seed, epoch=0)
+        self.view = SeededView(dataset, order, seed=config.seed, epoch=0)
         self.device = device
         self.collate = collate_fn or default_collate
         self.position = 0
 
     def next(self, size: int) -> Any:
         """The next ``size`` samples of the order (wrapping around), collated and on the device."""
-        keys = []
-        for _ in range(size):
-            position = self.position % len(self.order)
-            keys.append((self.order[position], mix_seed(self.seed, 0, position)))
-            self.position += 1
-        return move_to_device(self.collate([self.view[key] for key in keys]), self.device)
+        positions = [(self.position + i) % len(self.view) for i in range(size)]
+        self.position += size
+        return move_to_device(self.collate(self.view.load(positions)), self.device)
 
 
 def _device_for(plan: DevicePlan) -> torch.device:

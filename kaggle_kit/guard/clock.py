@@ -5,6 +5,9 @@ process's start time, read from ``/proc`` without psutil. The offline sandbox st
 limit in ``KAGGLE_KIT_SIM_SESSION_START`` and ``KAGGLE_KIT_SIM_SESSION_LIMIT_S``; those win over everything else.
 Child processes (the DDP ranks) inherit ``KAGGLE_KIT_SESSION_START``, so they count from the kernel's start, not
 their own.
+
+:func:`deadline_margin` says how many seconds before the end a run must stop to save in time: a share of the session
+(capped) plus the measured save, step and evaluation times, so a short (or time-scaled) session still trains.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ SIM_LIMIT_ENV = envvars.SIM_SESSION_LIMIT_S
 SESSION_START_ENV = envvars.KIT_SESSION_START
 DEFAULT_LIMIT_S = SESSION_LIMIT_S
 
-__all__ = ["SessionClock", "DEFAULT_LIMIT_S", "SESSION_START_ENV", "process_start_time"]
+MARGIN_SHARE = 0.05
+MARGIN_SHARE_CAP_S = 600.0
+# Disk speed assumed for a save before one has been timed; well below the local disks the benchmarks measured.
+ESTIMATED_SAVE_BYTES_PER_S = 50e6
+
+__all__ = ["SessionClock", "DEFAULT_LIMIT_S", "SESSION_START_ENV", "process_start_time", "deadline_margin",
+           "describe_margin", "MARGIN_SHARE", "MARGIN_SHARE_CAP_S", "ESTIMATED_SAVE_BYTES_PER_S"]
 
 
 def _float_env(name: str) -> float | None:
@@ -103,3 +112,29 @@ class SessionClock:
     def describe(self) -> str:
         return (f"session started {self.elapsed() / 60:.1f} min ago ({self.source}), "
                 f"limit {self.limit_s / 3600:.2f} h, {self.time_left() / 60:.1f} min left")
+
+
+def deadline_margin(session_s: float, *, save_s: float, step_s: float = 0.0, eval_s: float = 0.0) -> float:
+    """Seconds before the session's end at which to save and stop, scaled with the session.
+
+    ``MARGIN_SHARE`` of the session (at most ``MARGIN_SHARE_CAP_S``) for the mirror upload and the unexpected, plus
+    two saves, one more step (the stop is checked between steps) and an evaluation (the step may end an epoch); never
+    more than half the session, so a short session still trains.
+
+    Args:
+        session_s: The time the run has: the session's time left when training started.
+        save_s: A checkpoint save, measured (or estimated before the first).
+        step_s: An optimizer step, measured.
+        eval_s: An evaluation, measured; 0 before the first.
+    """
+    share = min(MARGIN_SHARE_CAP_S, MARGIN_SHARE * session_s)
+    return min(share + 2 * save_s + step_s + eval_s, session_s / 2)
+
+
+def describe_margin(margin_s: float, session_s: float, *, save_s: float) -> str:
+    """One line for the log at the start: the margin and what it is made of (``save_s`` still an estimate)."""
+    share = min(MARGIN_SHARE_CAP_S, MARGIN_SHARE * session_s)
+    return (f"deadline margin {margin_s:.0f} s: save and stop when that little of the {session_s / 60:.1f} min left "
+            f"remains ({MARGIN_SHARE:.0%} of it, at most {MARGIN_SHARE_CAP_S:.0f} s, = {share:.0f} s, plus two saves "
+            f"of {save_s:.1f} s as estimated from the state size, then as measured, and a step and an evaluation as "
+            "measured; train.deadline_margin_s fixes it)")

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
-from kaggle_kit.errors import KaggleKitError, PreflightError
+from kaggle_kit.errors import HandleError, KaggleKitError, PreflightError
 from kaggle_kit.guard.accelerator import AcceleratorInfo, DevicePlan, detect_accelerator, plan_devices
 from kaggle_kit.guard.fit import FitVerdict
 from kaggle_kit.guard.memory import BatchSizeResult
 from kaggle_kit.guard.quota import QuotaStatus, burn_rate, current_quota
+from kaggle_kit.handles import parse_dataset
 
 STATUSES = ("ok", "warn", "fail")
 _KAGGLE_HOST = "https://www.kaggle.com"
@@ -199,6 +200,10 @@ def _credentials_row(required: bool) -> tuple[PreflightRow, Any]:
 
 def _mirror_row(dataset: str, creds: Any, online: bool) -> PreflightRow:
     name = "mirror dataset"
+    try:
+        parse_dataset(dataset, what="mirror dataset", versioned=False)
+    except HandleError as exc:
+        return PreflightRow(name, "fail", str(exc), "name the mirror dataset as owner/slug the way Kaggle allows")
     owner = dataset.split("/")[0]
     if creds is None or not online:
         return PreflightRow(name, "fail", f"{dataset}: cannot be reached without "

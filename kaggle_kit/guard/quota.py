@@ -15,7 +15,6 @@ report says so.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kaggle_kit import envvars
-from kaggle_kit.errors import ConfigError, KaggleApiError, KaggleKitError
+from kaggle_kit.errors import ConfigError, KaggleApiError, KaggleKitError, MalformedFileError
+from kaggle_kit.fileio import read_json
 from kaggle_kit.kaggle_platform import DEFAULT_BURN_RATES, WEEKLY_GPU_QUOTA_S
 from kaggle_kit.kaggle_platform import burn_rate as platform_burn_rate
 
@@ -140,12 +140,12 @@ def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         ConfigError: the file is missing or not JSON, or an entry gives neither seconds nor start and end.
     """
     ledger = Path(path)
-    try:
-        data = json.loads(ledger.read_text())
-    except FileNotFoundError:
+    if not ledger.exists():
         raise ConfigError(f"run ledger {ledger} does not exist: pass the ledger.json the checkpoint mirror keeps, "
-                          "or enter the quota by hand") from None
-    except (OSError, ValueError) as exc:
+                          "or enter the quota by hand")
+    try:
+        data = read_json(ledger)
+    except MalformedFileError as exc:
         raise ConfigError(f"run ledger {ledger} is not readable JSON ({exc})") from None
     sessions = data.get("sessions") if isinstance(data, dict) else data
     if not isinstance(sessions, list):

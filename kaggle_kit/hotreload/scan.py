@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,9 +111,11 @@ def changed_since_import(cached: str | None, st: os.stat_result, data: bytes) ->
     """Whether a module's source differs from what its pyc was compiled from, i.e. from what was imported.
 
     The import system rewrites a stale pyc, so its header records the source the module was loaded from. Without a
-    readable pyc (read-only folder, ``PYTHONDONTWRITEBYTECODE``) the loaded module is taken as current.
+    readable pyc (read-only folder) the loaded module is taken as current; so it is when bytecode is not written
+    (``PYTHONDONTWRITEBYTECODE``): the import then compiled the source without replacing a stale pyc, whose header
+    says nothing about what was imported.
     """
-    if not cached:
+    if not cached or sys.dont_write_bytecode:
         return False
     try:
         with open(cached, "rb") as f:

@@ -17,11 +17,10 @@ from typing import Any, Mapping
 import nbformat
 
 from kaggle_kit.fileio import atomic_write_json, atomic_write_text
+from kaggle_kit.kaggle_platform import KAGGLE_OUTPUT_FILES
 
-__all__ = ["KAGGLE_OUTPUT_FILES", "write_kaggle_files"]
+__all__ = ["write_kaggle_files"]
 
-KAGGLE_OUTPUT_FILES = ("__notebook__.ipynb", "__script__.py", "__script__.ipynb", "__results__.html", "custom.css",
-                       "__output__.json")
 _CSS = """body { font-family: sans-serif; margin: 2em; }
 .cell { margin-bottom: 1.5em; }
 pre.input { background: #f5f5f5; padding: 0.5em; }

@@ -2,8 +2,9 @@
 
 Modules: ``config`` (:class:`TrainConfig`, :class:`TrainResult`, the step counts), ``loop`` (:func:`train`), ``step``
 (one optimizer step), ``data_order`` (the resumable data order), ``seeding``, ``optim`` (default optimizer and
-scheduler), ``objectives`` (loss and score helpers), ``history`` (history, progress and the figure), ``progress``
-(the progress display), ``distributed`` (DDP ranks and device plans).
+scheduler), ``hyperparameters`` (the config's settings over a checkpoint's on resume), ``objectives`` (loss and score
+helpers), ``history`` (history, progress and the figure), ``progress`` (the progress display), ``distributed`` (DDP
+ranks and device plans).
 
 Names are re-exported lazily: ``from kaggle_kit.training import TrainConfig`` does not import torch.
 """

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaggle_kit.config import check_constraints, setting
 from kaggle_kit.errors import ConfigError
 
 __all__ = ["PRECISIONS", "TrainConfig", "TrainResult", "micro_batches_per_epoch", "steps_per_epoch", "total_steps"]
@@ -36,7 +37,9 @@ class TrainConfig:
         grad_clip_norm: Clip the gradient norm to this value; None for no clipping.
         num_workers: DataLoader worker processes.
         max_steps_per_epoch: Cap on optimizer steps per epoch (quick runs); None for the whole dataset.
-        deadline_margin_s: Save and stop when the session has this many seconds left.
+        deadline_margin_s: Save and stop when the session has this many seconds left; None (the default) scales it
+            with the session and the measured save and step times (see
+            :func:`kaggle_kit.guard.clock.deadline_margin`).
         flush_timeout_s: Longest wait at the end for the mirror to confirm the last checkpoint (never past the
             session's end).
         monitor: Metric of ``evaluate`` that picks the best epoch.
@@ -44,47 +47,28 @@ class TrainConfig:
         log_every_s: Seconds between progress lines in a Batch log.
     """
 
-    epochs: int = 1
-    batch_size: int = 8
-    grad_accum_steps: int = 1
+    epochs: int = setting(1, ge=1)
+    batch_size: int = setting(8, ge=1)
+    grad_accum_steps: int = setting(1, ge=1)
     seed: int = 0
-    precision: str = "bf16"
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup_steps: int = 0
-    grad_clip_norm: float | None = 1.0
-    num_workers: int = 0
-    max_steps_per_epoch: int | None = None
-    deadline_margin_s: float = 600.0
-    flush_timeout_s: float = 600.0
+    precision: str = setting("bf16", choices=PRECISIONS)
+    lr: float = setting(3e-4, gt=0)
+    weight_decay: float = setting(0.01, ge=0)
+    optimizer: str = setting("adamw", choices=("adamw", "sgd"))
+    scheduler: str = setting("cosine", choices=("none", "cosine", "plateau"))
+    warmup_steps: int = setting(0, ge=0)
+    grad_clip_norm: float | None = setting(1.0, gt=0)
+    num_workers: int = setting(0, ge=0)
+    max_steps_per_epoch: int | None = setting(None, ge=1)
+    deadline_margin_s: float | None = setting(None, ge=0)
+    flush_timeout_s: float = setting(600.0, ge=0)
     monitor: str = "score"
-    monitor_mode: str = "max"
-    log_every_s: float = 30.0
+    monitor_mode: str = setting("max", choices=("max", "min"))
+    log_every_s: float = setting(30.0, gt=0)
 
     def validate(self) -> None:
-        """Raises ConfigError naming the first bad field."""
-        checks = [
-            (self.epochs >= 1, "epochs", "at least 1"),
-            (self.batch_size >= 1, "batch_size", "at least 1"),
-            (self.grad_accum_steps >= 1, "grad_accum_steps", "at least 1"),
-            (self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
-            (self.lr > 0, "lr", "positive"),
-            (self.optimizer in ("adamw", "sgd"), "optimizer", "adamw or sgd"),
-            (self.scheduler in ("none", "cosine", "plateau"), "scheduler", "none, cosine or plateau"),
-            (self.warmup_steps >= 0, "warmup_steps", "0 or more"),
-            (self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "positive or null"),
-            (self.num_workers >= 0, "num_workers", "0 or more"),
-            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
-             "at least 1 or null"),
-            (self.deadline_margin_s >= 0, "deadline_margin_s", "0 or more"),
-            (self.flush_timeout_s >= 0, "flush_timeout_s", "0 or more"),
-            (self.monitor_mode in ("max", "min"), "monitor_mode", "max or min"),
-        ]
-        for ok, name, expected in checks:
-            if not ok:
-                raise ConfigError(f"train.{name} = {getattr(self, name)!r} is invalid: it must be {expected}")
+        """Raises ConfigError naming the first field out of its range (see :func:`kaggle_kit.config.setting`)."""
+        check_constraints(self, prefix="train")
 
 
 @dataclass

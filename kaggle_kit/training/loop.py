@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kaggle_kit.errors import CheckpointError
-from kaggle_kit.guard.clock import SessionClock
+from kaggle_kit.guard.clock import ESTIMATED_SAVE_BYTES_PER_S, SessionClock, deadline_margin, describe_margin
 from kaggle_kit.training.config import (
     TrainConfig,
     TrainResult,
@@ -34,8 +34,9 @@ from kaggle_kit.training.config import (
     steps_per_epoch,
     total_steps,
 )
-from kaggle_kit.training.data_order import ResumableBatchSampler, SeededView, epoch_order
+from kaggle_kit.training.data_order import epoch_loader
 from kaggle_kit.training.history import RunFiles
+from kaggle_kit.training.hyperparameters import apply_declared_hyperparameters, declared_hyperparameters
 from kaggle_kit.training.objectives import EvaluateFn, LossFn
 from kaggle_kit.training.progress import ProgressBar, progress_bar
 from kaggle_kit.training.seeding import mix_seed
@@ -199,10 +200,20 @@ class _Run:
             "seed": config.seed,
         }
         self.state = LoopState(data=dict(self.data_identity))
+        # What this run's optimizer and scheduler were built with: every checkpoint records it, and a resume puts
+        # these values back over the checkpoint's where the config changed them.
+        self.declared = declared_hyperparameters(step.optimizer, step.scheduler, total_steps=all_steps)
         self.resumed_from: int | None = None
         self.session_start = 0.0
         self.last_saved_step: int | None = None
         self.last_saved_time: float | None = None
+        # What the automatic deadline margin is made of (see kaggle_kit.guard.clock.deadline_margin).
+        self.session_s = 0.0
+        self.save_s: float | None = None
+        self.save_estimate_s = 0.0
+        self.step_s = 0.0
+        self.eval_s = 0.0
+        self.last_step_end = 0.0
 
     def restore(self) -> None:
         """Continues from the checkpointer's newest checkpoint, if it has one."""
@@ -217,25 +228,58 @@ class _Run:
         self.state = LoopState.from_restored(restored)
         source = f"{restored.path} ({restored.source})"
         self.state.check_same_data(self.data_identity, source)
+        changes = apply_declared_hyperparameters(
+            self.step.optimizer, self.step.scheduler, now=self.declared,
+            then=dict(restored.extra or {}).get("hyperparameters"), where=source,
+        )
         self.resumed_from = self.state.step
         if self.main:
             print(f"Resuming from {source}: step {self.state.step}, epoch {self.state.epoch + 1}, "
                   f"batch {self.state.position}/{self.num_micro} of the epoch", flush=True)
+            if changes:
+                print(f"The config changed since that checkpoint; applying this run's values: {'; '.join(changes)} "
+                      "(the optimizer's moments and the schedule's position are kept)", flush=True)
 
     def save_checkpoint(self, *, force: bool, metrics: Mapping[str, float] | None = None) -> None:
         """Rank 0: save now (``force``) or when the Checkpointer's cadence says so."""
         if self.checkpointer is None or not self.main:
             return
+        parts = self.state.checkpoint_parts()
+        parts["extra"]["hyperparameters"] = self.declared
         kwargs = dict(
             step=self.state.step, epoch=self.state.epoch, model=self.step.model, optimizer=self.step.optimizer,
-            scheduler=self.step.scheduler, scaler=self.step.checkpoint_scaler, **self.state.checkpoint_parts(),
+            scheduler=self.step.scheduler, scaler=self.step.checkpoint_scaler, **parts,
         )
+        started = time.monotonic()
         if force:
             info = self.checkpointer.save(**kwargs, metrics=dict(metrics or {}))
         else:
             info = self.checkpointer.maybe_save(**kwargs)
         if info is not None:
             self.last_saved_step, self.last_saved_time = self.state.step, time.time()
+            self.save_s = max(self.save_s or 0.0, time.monotonic() - started)
+
+    def estimated_save_s(self) -> float:
+        """A save's time before one is measured: weights and two optimizer moments at a slow disk's speed."""
+        if self.checkpointer is None:
+            return 0.0
+        weights = sum(t.nelement() * t.element_size() for t in self.step.model.state_dict().values())
+        return 3 * weights / ESTIMATED_SAVE_BYTES_PER_S
+
+    def margin_s(self) -> float:
+        """Seconds before the session's end at which to save and stop: the config's, or scaled with the session."""
+        if self.config.deadline_margin_s is not None:
+            return self.config.deadline_margin_s
+        save_s = self.save_s if self.save_s is not None else self.save_estimate_s
+        return deadline_margin(self.session_s, save_s=save_s, step_s=self.step_s, eval_s=self.eval_s)
+
+    def announce_margin(self) -> None:
+        if not self.main:
+            return
+        if self.config.deadline_margin_s is not None:
+            print(f"deadline margin {self.config.deadline_margin_s:.0f} s (train.deadline_margin_s)", flush=True)
+            return
+        print(describe_margin(self.margin_s(), self.session_s, save_s=self.save_estimate_s), flush=True)
 
     def write_progress(self, status: str) -> None:
         """Where the run is, and what a kill now would lose."""
@@ -258,6 +302,10 @@ class _Run:
     def run(self, *, plot: bool) -> TrainResult:
         """Trains the remaining epochs, or until the deadline; then saves, flushes and reports."""
         self.session_start = time.time()
+        self.session_s = self.clock.time_left()
+        self.save_estimate_s = self.estimated_save_s()
+        self.last_step_end = time.monotonic()
+        self.announce_margin()
         start_step = self.state.step
         status = "finished"
         self.step.model.train()
@@ -278,15 +326,10 @@ class _Run:
     def loader(self) -> DataLoader:
         """The rest of the current epoch's micro-batches for this rank, in the order of (seed, epoch)."""
         config, state = self.config, self.state
-        sampler = ResumableBatchSampler(
-            epoch_order(len(self.dataset), seed=config.seed, epoch=state.epoch), global_batch_size=config.batch_size,
+        return epoch_loader(
+            self.dataset, seed=config.seed, epoch=state.epoch, global_batch_size=config.batch_size,
             num_micro_batches=self.num_micro, start=state.position, rank=self.rank, world_size=self.world,
-            seed=config.seed, epoch=state.epoch,
-        )
-        return DataLoader(
-            SeededView(self.dataset), batch_sampler=sampler, num_workers=config.num_workers,
-            collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(mix_seed(config.seed, state.epoch)), persistent_workers=False,
+            num_workers=config.num_workers, collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
         )
 
     def run_epoch(self) -> bool:
@@ -354,7 +397,11 @@ class _Run:
     def finish_step(self, step_loss: torch.Tensor, group_size: int) -> bool:
         """Steps the optimizer and counts the step; True when the ranks agree the deadline has come."""
         self.step.apply()
-        stop = self.rank == 0 and self.clock.should_stop(self.config.deadline_margin_s)
+        now = time.monotonic()
+        # A slowly forgetting maximum: one slow step (a save, a loader restart) keeps the margin wide for a while.
+        self.step_s = max(now - self.last_step_end, 0.9 * self.step_s)
+        self.last_step_end = now
+        stop = self.rank == 0 and self.clock.should_stop(self.margin_s())
         if self.world > 1:
             # One collective per step: ranks agree on the mean loss and on stopping together.
             shared = torch.stack([step_loss.to(torch.float64),
@@ -371,7 +418,9 @@ class _Run:
         """Rank 0 evaluates; every rank gets its metrics."""
         metrics: dict[str, float] = {}
         if self.evaluate is not None and self.main:
+            started = time.monotonic()
             metrics = evaluate_model(self.evaluate, self.step.model, self.step.autocast)
+            self.eval_s = time.monotonic() - started
         if self.world > 1:
             shared = [metrics]
             torch.distributed.broadcast_object_list(shared, src=0)
@@ -403,6 +452,7 @@ class _Run:
         self.save_checkpoint(force=True, metrics=metrics)
         if self.main:
             self.write_progress("running")
+        self.last_step_end = time.monotonic()  # the evaluation and the save are counted on their own
 
     def finish(self, status: str, *, plot: bool) -> None:
         """Rank 0: the last save when stopped, the mirror flush, the progress file, resume advice, the figure."""
@@ -434,7 +484,8 @@ class _Run:
             if mirror is not None and mirror.enabled:
                 where += f" and mirrored to the dataset {mirror.handle}"
         return (
-            f"Stopped before the session limit ({time_left / 60:.1f} min left) at step {state.step}, epoch "
+            f"Stopped before the session limit ({time_left / 60:.1f} min left, deadline margin "
+            f"{self.margin_s():.0f} s) at step {state.step}, epoch "
             f"{state.epoch + 1}, batch {state.position}/{self.num_micro}; {where}. To resume, run the notebook again "
             "(Save Version) with the checkpoint dataset attached or internet on: training restarts from this step."
         )
