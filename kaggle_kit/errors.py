@@ -105,4 +105,13 @@ class PluginError(KaggleKitError):
 
 
 class RunError(KaggleKitError):
-    """``kaggle-kit run`` stopped a run: the reason and what to do (or its state file is unusable or in use)."""
+    """``kaggle-kit run`` stopped a run: the reason and what to do (or its state file is unusable or in use).
+
+    Attributes:
+        cause: what stopped it, for callers that act on it: ``no_progress``, ``user_error``, ``quota``, ``budget``,
+            ``failed`` (a session ended otherwise), ``submission``, or "" (the state, the lock, an option).
+    """
+
+    def __init__(self, message: str, *, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause

@@ -24,7 +24,7 @@ import pytest
 
 from kaggle_kit.errors import RunError
 from kaggle_kit.runs import Poller, RunLock, RunOptions, carry_run, load_state
-from kaggle_kit.runs.state import RunState, SessionRecord, save_state, state_path
+from kaggle_kit.runs.state import RunState, SessionRecord, runs_dir, save_state, state_path
 
 OWNER = "alice"
 COMPETITION = "tiny-comp"
@@ -205,7 +205,7 @@ def carried(tiny: TinyKaggle, reference: dict[str, Any]) -> dict[str, Any]:
     try:
         deadline = time.monotonic() + 300
         while True:
-            state = load_state(tiny.root, "main") if state_path(tiny.root, "main").is_file() else None
+            state = load_state(runs_dir(tiny.root), "main")
             if state and state.sessions and state.sessions[0].version is not None:
                 break
             assert cli.poll() is None, f"kaggle-kit run ended early:\n{log.read_text()[-3000:]}"
@@ -270,9 +270,10 @@ def test_a_session_without_progress_stops_the_chain_with_the_log_tail(tiny):
     with pytest.raises(RunError, match="without saving a new checkpoint") as stopped:
         carry_run(tiny.project, "train", tiny.options("stuck", hang=0, session_timeout_s=15.0), api=tiny.api,
                   say=_say([]))
+    assert stopped.value.cause == "no_progress"
     assert "stopping work after 0 epoch(s) this session" in str(stopped.value), "the log's tail is shown"
     assert tiny.versions() == before + 1, "no second session after one that made no progress"
-    state = load_state(tiny.root, "stuck")
+    state = load_state(runs_dir(tiny.root), "stuck")
     assert state.phase == "stopped" and "without saving" in state.stop_reason
 
 
@@ -281,6 +282,7 @@ def test_an_error_in_the_notebook_stops_the_chain_with_the_traceback(tiny):
     before = tiny.versions()
     with pytest.raises(RunError, match="error in the notebook's code: ValueError: broken on purpose") as stopped:
         carry_run(tiny.project, "train", tiny.options("broken", fail=True), api=tiny.api, say=_say([]))
+    assert stopped.value.cause == "user_error"
     assert "raise ValueError" in str(stopped.value) or "Traceback" in str(stopped.value)
     assert tiny.versions() == before + 1
 
@@ -293,12 +295,12 @@ def test_quota_below_the_reserve_stops_before_a_push_with_the_refresh_time(tiny)
     options.render = replace(options.render, accelerator="gpu")
     with pytest.raises(RunError, match=r"below the reserve of 31.00 h; it refreshes at 20\d\d-") as stopped:
         carry_run(tiny.project, "train", options, api=tiny.api, say=_say([]))
-    assert "--wait-for-quota" in str(stopped.value)
+    assert stopped.value.cause == "quota" and "--wait-for-quota" in str(stopped.value)
     assert tiny.versions() == before, "nothing was pushed"
 
 
 def test_two_runs_of_the_same_run_refuse_each_other(tiny):
-    with RunLock(tiny.root, "locked"):
+    with RunLock(runs_dir(tiny.root), "locked"):
         with pytest.raises(RunError, match="already being carried"):
             carry_run(tiny.project, "train", tiny.options("locked"), api=tiny.api, say=_say([]))
 

@@ -35,7 +35,7 @@ from kaggle_kit.errors import KaggleKitError, RunError, SubmissionError, Transie
 from kaggle_kit.kaggle_platform import SESSION_LIMIT_S
 from kaggle_kit.project import NotebookSpec, Project
 from kaggle_kit.runs.evidence import SessionFiles, log_tail, mirror_step, read_session_files, traceback_of
-from kaggle_kit.runs.state import RunLock, RunState, SessionRecord, load_state, run_folder, save_state
+from kaggle_kit.runs.state import RunLock, RunState, SessionRecord, load_state, run_folder, runs_dir, save_state
 from kaggle_kit.session_outcome import COMPLETE, KILLED, USER_ERROR, SessionOutcome
 
 __all__ = ["DEFAULT_QUOTA_RESERVE_S", "Poller", "RunOptions", "RunOutcome", "carry_run"]
@@ -66,6 +66,7 @@ class RunOptions:
         mirror_every_s: How often the live line reads the mirror's newest step while a session runs.
         score_timeout_s: How long to wait for the public score after submitting.
         stall_timeout_s: A safety net: give up waiting on a session that shows no change for this long (None: never).
+        home: The runs folder (state files, outputs); default ``<project root>/kaggle-kit-runs``.
     """
 
     run: str | None = None
@@ -85,6 +86,7 @@ class RunOptions:
     mirror_every_s: float = 60.0
     score_timeout_s: float = 1800.0
     stall_timeout_s: float | None = None
+    home: Path | None = None
 
 
 @dataclass
@@ -141,15 +143,16 @@ class _Carrier:
         self.api = api
         self.say = say
         self.run_name = options.run or notebook
-        self.folder = run_folder(project.root, self.run_name)
+        self.home = Path(options.home) if options.home is not None else runs_dir(project.root)
+        self.folder = run_folder(self.home, self.run_name)
         self.poller = Poller(options.poll_s, options.max_poll_s)
         self.state: RunState
 
     # The run -------------------------------------------------------------------------------------------------
 
     def carry(self) -> RunOutcome:
-        with RunLock(self.project.root, self.run_name):
-            state = load_state(self.project.root, self.run_name)
+        with RunLock(self.home, self.run_name):
+            state = load_state(self.home, self.run_name)
             if state is None:
                 state = RunState(run=self.run_name, notebook=self.train_nb.name, kernel=self.train_nb.kernel)
             elif state.notebook != self.train_nb.name:
@@ -197,7 +200,7 @@ class _Carrier:
         return outcome
 
     def _save(self) -> None:
-        save_state(self.project.root, self.state)
+        save_state(self.home, self.state)
 
     # Training ------------------------------------------------------------------------------------------------
 
@@ -225,13 +228,14 @@ class _Carrier:
         if len(sessions) >= self.options.max_sessions:
             raise RunError(f"the session budget is spent: {len(sessions)} session(s) pushed and the run has not "
                            f"finished; pass a larger --max-sessions to carry on (the next session resumes from "
-                           f"step {sessions[-1].mirror_step_after or sessions[-1].step})")
+                           f"step {sessions[-1].mirror_step_after or sessions[-1].step})", cause="budget")
         self._check_quota(self.train_nb)
         first = not sessions
         limit = self.options.first_session_timeout_s if first and self.options.first_session_timeout_s else \
             self.options.session_timeout_s
-        before, _ = self._mirror_step()
-        return self._push(self.train_nb, limit=limit, mirror_before=before)
+        before = self._mirror_step()[0] if self._mirroring(self.train_nb) else None
+        return self._push(self.train_nb, limit=limit, mirror_before=before,
+                          render=self._render_options(self.train_nb, resume=not first))
 
     def _decide(self, session: SessionRecord, outcome: SessionOutcome, files: SessionFiles) -> bool:
         """Record how ``session`` ended; True when the run is finished. Raises RunError to stop the chain."""
@@ -240,7 +244,7 @@ class _Carrier:
             where = traceback_of(files.log) or log_tail(files.log)
             raise RunError(f"session {session.index} ({ref}) failed with an error in the notebook's code: "
                            f"{outcome.cause}\n{where}\nFix the code, publish it (kaggle-kit publish-code), and run "
-                           "again with a new --run name (this run pins the code it started with)")
+                           "again with a new --run name (this run pins the code it started with)", cause="user_error")
         if outcome.kind == COMPLETE and files.status == "finished":
             session.kind = "finished"
             self._save()
@@ -249,10 +253,10 @@ class _Carrier:
         if outcome.kind == COMPLETE and files.status is None:
             raise RunError(f"session {session.index} ({ref}) completed but left no completion record "
                            "(progress.json from kaggle_kit.training.train) in its output, so whether the run "
-                           f"finished is unknown; its log ends:\n{log_tail(files.log)}")
+                           f"finished is unknown; its log ends:\n{log_tail(files.log)}", cause="failed")
         if outcome.kind not in (COMPLETE, KILLED, "error"):
             raise RunError(f"session {session.index} ({ref}) ended {outcome.status or 'without a status'}: "
-                           f"{outcome.reason}; look at the kernel's page, then run again to carry on")
+                           f"{outcome.reason}; look at the kernel's page, then run again to carry on", cause="failed")
         # A stop: the clean one before the limit, the time limit, the quota, a platform error. It counts only if
         # the checkpoints advanced.
         after = session.mirror_step_after
@@ -265,7 +269,7 @@ class _Carrier:
             raise RunError(f"session {session.index} ({ref}) was stopped ({outcome.reason}) without saving a "
                            f"new checkpoint (mirror at step {before} before and {after} after), so another session "
                            f"would start from the same point; its log ends:\n{log_tail(files.log)}\nGive sessions "
-                           "more time or checkpoint more often, then run again")
+                           "more time or checkpoint more often, then run again", cause="no_progress")
         session.kind = "stopped"
         self._save()
         self.say(f"session {session.index} stopped ({outcome.reason}); the mirror advanced to step {after}: the "
@@ -314,10 +318,14 @@ class _Carrier:
                  + (f" with a {limit:g} s limit" if limit else ""))
         return session
 
-    def _render_options(self, nb: NotebookSpec) -> Any:
+    def _render_options(self, nb: NotebookSpec, *, resume: bool = False) -> Any:
+        """What ``nb`` is rendered with: the run's options for training (a resumed session without a mirror also
+        attaches the previous session's output, which holds its checkpoints), the config alone for inference."""
         from kaggle_kit.notebooks import RenderOptions
 
         base = self.options.render if self.options.render is not None else RenderOptions()
+        if nb.name == self.train_nb.name and resume and not self._mirroring(nb):
+            base = replace(base, kernels=(*base.kernels, self.train_nb.kernel))
         if nb.name != self.train_nb.name:
             base = RenderOptions(config=base.config, overrides=base.overrides,
                                  checkpoint_dataset=base.checkpoint_dataset)
@@ -506,7 +514,7 @@ class _Carrier:
                        f"the reserve of {self.options.quota_reserve_s / 3600:.2f} h; it refreshes at {when}")
             if not self.options.wait_for_quota or refresh is None:
                 raise RunError(f"{message}. Run again after the refresh, pass --wait-for-quota to sleep until "
-                               "then, or lower --quota-reserve")
+                               "then, or lower --quota-reserve", cause="quota")
             wait = max(60.0, (refresh - datetime.now(timezone.utc)).total_seconds() + 60.0)
             self.say(f"{message}: sleeping {_duration(wait)} until it refreshes (--wait-for-quota)")
             time.sleep(wait)
@@ -556,17 +564,17 @@ class _Carrier:
         if outcome.kind != COMPLETE:
             where = traceback_of(files.log) or log_tail(files.log)
             raise RunError(f"the inference session ({self._ref(session)}) ended {outcome.status}: {outcome.reason}\n"
-                           f"{where}")
+                           f"{where}", cause="failed")
         found = next(iter(sorted(out.rglob(_SUBMISSION))), None)
         if found is None:
             raise RunError(f"the inference session ({self._ref(session)}) wrote no {_SUBMISSION} to "
-                           "/kaggle/working; its log ends:\n" + log_tail(files.log))
+                           "/kaggle/working; its log ends:\n" + log_tail(files.log), cause="failed")
         target = self.folder / "infer" / _SUBMISSION
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(found.read_bytes())
         problem = self._validate(target)
         if problem:
-            raise RunError(f"{target} is not a valid submission: {problem}")
+            raise RunError(f"{target} is not a valid submission: {problem}", cause="submission")
         self.say(f"submission written by {self._ref(session)}: {target}")
         return target
 
@@ -640,7 +648,8 @@ class _Carrier:
             except Exception as exc:  # noqa: BLE001 - the client's HTTPError
                 from kaggle_kit.kaggle_api import describe_http_error
 
-                raise RunError(f"submitting to {competition} failed: {describe_http_error(exc)}") from None
+                raise RunError(f"submitting to {competition} failed: {describe_http_error(exc)}",
+                               cause="submission") from None
             ref = int(getattr(reply, "ref", 0) or 0)
             if not ref:
                 raise RunError(f"submitting to {competition} failed: {getattr(reply, 'message', '') or 'no reply'}")
@@ -675,7 +684,7 @@ class _Carrier:
                 wanted.update(status="ERROR", error=str(getattr(row, "error_description", "") or ""))
                 self._save()
                 raise RunError(f"submission {wanted['ref']} to {wanted['competition']} failed scoring: "
-                               f"{wanted['error']}")
+                               f"{wanted['error']}", cause="submission")
             poller.wait()
         self.say(f"no public score after {self.options.score_timeout_s:.0f} s; `kaggle competitions submissions "
                  f"{wanted['competition']}` shows it when it arrives")

@@ -21,7 +21,7 @@ from kaggle_kit.errors import MalformedFileError, RunError
 from kaggle_kit.fileio import atomic_write_json, read_json
 
 __all__ = ["RUNS_DIR", "STATE_FORMAT", "RunLock", "RunState", "SessionRecord", "load_state", "run_folder",
-           "save_state", "state_path"]
+           "runs_dir", "save_state", "state_path"]
 
 RUNS_DIR = "kaggle-kit-runs"  # inside the project root; never travels in the code dataset
 STATE_FORMAT = "kaggle-kit-run/1"
@@ -109,29 +109,35 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def state_path(root: Path, run: str) -> Path:
-    return Path(root) / RUNS_DIR / f"{check_run_name(run)}.json"
+def runs_dir(root: Path) -> Path:
+    """Where a project keeps its runs (their state files and folders)."""
+    return Path(root) / RUNS_DIR
 
 
-def run_folder(root: Path, run: str) -> Path:
+def state_path(folder: Path, run: str) -> Path:
+    """The state file of ``run`` in the runs folder ``folder``."""
+    return Path(folder) / f"{check_run_name(run)}.json"
+
+
+def run_folder(folder: Path, run: str) -> Path:
     """Where a run keeps the sessions' downloaded outputs, the summary and the figure."""
-    return Path(root) / RUNS_DIR / check_run_name(run)
+    return Path(folder) / check_run_name(run)
 
 
-def save_state(root: Path, state: RunState) -> Path:
-    path = state_path(root, state.run)
+def save_state(folder: Path, state: RunState) -> Path:
+    path = state_path(folder, state.run)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"format": STATE_FORMAT, **dataclasses.asdict(state)}, indent=1)
     return path
 
 
-def load_state(root: Path, run: str) -> RunState | None:
+def load_state(folder: Path, run: str) -> RunState | None:
     """The saved state of ``run``, or None when there is none.
 
     Raises:
         RunError: the file is not a run state (named, with what to do).
     """
-    path = state_path(root, run)
+    path = state_path(folder, run)
     if not path.is_file():
         return None
     try:
@@ -157,8 +163,8 @@ class RunLock:
     The kernel drops the lock when the process dies, so a killed ``kaggle-kit run`` never leaves the run locked.
     """
 
-    def __init__(self, root: Path, run: str) -> None:
-        self.path = state_path(root, run).with_suffix(".lock")
+    def __init__(self, folder: Path, run: str) -> None:
+        self.path = state_path(folder, run).with_suffix(".lock")
         self._file: IO[str] | None = None
 
     def __enter__(self) -> RunLock:
