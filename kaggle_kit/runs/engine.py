@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kaggle_kit.errors import KaggleKitError, RunError, SubmissionError, TransientApiError
+from kaggle_kit.errors import KaggleKitError, RunError, TransientApiError
 from kaggle_kit.kaggle_platform import SESSION_LIMIT_S
 from kaggle_kit.project import NotebookSpec, Project
 from kaggle_kit.runs.evidence import SessionFiles, log_tail, mirror_step, read_session_files, traceback_of
@@ -159,9 +159,9 @@ class _Carrier:
                 raise RunError(f"run {self.run_name!r} trains notebook {state.notebook!r}, not "
                                f"{self.train_nb.name!r}: pass --run with another name")
             self.state = state
-            if state.phase == "stopped":
+            if state.stop_reason:
                 self.say(f"run {self.run_name!r} stopped before: {state.stop_reason.splitlines()[0]}; carrying on")
-                state.phase, state.stop_reason = "training", ""
+                state.stop_reason = ""
             if state.code_version is None:
                 state.code_version = self._code_version()
                 self.say(f"code dataset {self.project.code_dataset} pinned at version {state.code_version} for the "
@@ -170,33 +170,38 @@ class _Carrier:
             try:
                 outcome = self._carry()
             except RunError as exc:
-                state.phase, state.stop_reason = "stopped", str(exc)
+                state.stop_reason = str(exc)
                 self._save()
                 raise
             return outcome
 
     def _carry(self) -> RunOutcome:
+        """Phases: training, trained, inferring, inferred, submitting, done; each saved as it is reached, so a run
+        started again goes on from where it was (``--then infer`` given later infers a finished run)."""
         state = self.state
         if state.phase == "training":
             self._train()
-            wanted = self.options.then_infer or self.options.submit
-            state.phase = "inferring" if wanted else "done"
+            state.phase = "trained"
             self._save()
+        if state.phase == "trained" and (self.options.then_infer or self.options.submit):
+            state.phase = "inferring"
         outcome = RunOutcome(state=state, folder=self.folder)
         finals = [s for s in state.training_sessions() if s.output]
         if finals:
             outcome.final_output = self.folder / str(finals[-1].output)
         if state.phase == "inferring":
             outcome.submission = self._infer()
-            state.phase = "submitting" if self.options.submit else "done"
+            state.phase = "inferred"
             self._save()
         elif (self.folder / "infer" / _SUBMISSION).is_file():
             outcome.submission = self.folder / "infer" / _SUBMISSION
+        if state.phase == "inferred" and self.options.submit:
+            state.phase = "submitting"
         if state.phase == "submitting":
             assert outcome.submission is not None
             self._submit(outcome.submission)
             state.phase = "done"
-            self._save()
+        self._save()
         return outcome
 
     def _save(self) -> None:
@@ -327,8 +332,10 @@ class _Carrier:
         if nb.name == self.train_nb.name and resume and not self._mirroring(nb):
             base = replace(base, kernels=(*base.kernels, self.train_nb.kernel))
         if nb.name != self.train_nb.name:
-            base = RenderOptions(config=base.config, overrides=base.overrides,
-                                 checkpoint_dataset=base.checkpoint_dataset)
+            # The inference notebook keeps its declared internet and sources; the run's config, checkpoints and
+            # an explicit accelerator or model choice apply to it too.
+            base = RenderOptions(config=base.config, overrides=base.overrides, accelerator=base.accelerator,
+                                 models=base.models, checkpoint_dataset=base.checkpoint_dataset)
             if not self._mirroring(self.train_nb):
                 base.kernels = (self.train_nb.kernel,)
         return base

@@ -78,8 +78,8 @@ class RunState:
         notebook: The training notebook.
         kernel: Its kernel ``owner/slug``.
         code_version: The code dataset's version pinned for every session of the run.
-        phase: ``training``, ``inferring``, ``submitting``, ``done`` or ``stopped``.
-        stop_reason: Why the run stopped (phase ``stopped``), with what to do.
+        phase: ``training``, ``trained``, ``inferring``, ``inferred``, ``submitting`` or ``done`` (submitted).
+        stop_reason: Why the run last stopped short of its goal, with what to do ("" when it did not).
         sessions: Every session pushed, in order.
         submission: What was submitted (``{"ref", "score", ...}``), or None.
     """
