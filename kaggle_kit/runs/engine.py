@@ -264,12 +264,15 @@ class _Carrier:
                            f"{outcome.reason}; look at the kernel's page, then run again to carry on", cause="failed")
         # A stop: the clean one before the limit, the time limit, the quota, a platform error. It counts only if
         # the checkpoints advanced.
+        if not self._mirroring(self.train_nb):
+            # Without a mirror the output carries the checkpoints: its newest one is what the next session resumes.
+            earlier = [s.mirror_step_after for s in self.state.training_sessions()
+                       if s.index < session.index and s.mirror_step_after is not None]
+            session.mirror_step_before = max(earlier) if earlier else None
+            session.mirror_step_after = files.last_checkpoint_step
         after = session.mirror_step_after
         before = session.mirror_step_before
         advanced = after is not None and (before is None or after > before)
-        if not self._mirroring(self.train_nb):
-            earlier = [s.step for s in self.state.training_sessions() if s.index < session.index and s.step]
-            advanced = files.last_checkpoint_step is not None and files.last_checkpoint_step > max(earlier or [0])
         if not advanced:
             raise RunError(f"session {session.index} ({ref}) was stopped ({outcome.reason}) without saving a "
                            f"new checkpoint (mirror at step {before} before and {after} after), so another session "
