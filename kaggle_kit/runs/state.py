@@ -19,11 +19,11 @@ from typing import IO, Any
 
 from kaggle_kit.errors import MalformedFileError, RunError
 from kaggle_kit.fileio import atomic_write_json, read_json
+from kaggle_kit.project import RUNS_DIR
 
 __all__ = ["RUNS_DIR", "STATE_FORMAT", "RunLock", "RunState", "SessionRecord", "load_state", "run_folder",
            "runs_dir", "save_state", "state_path"]
 
-RUNS_DIR = "kaggle-kit-runs"  # inside the project root; never travels in the code dataset
 STATE_FORMAT = "kaggle-kit-run/1"
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 
