@@ -519,9 +519,14 @@ class _Rehearsal:
                             first_limit=first_limit), api=self.api, say=lambda m: _say(f"run: {m}"))
         rows = []
         for session in outcome.state.training_sessions():
-            out = outcome.folder / str(session.output) if session.output else None
-            row = self._engine_row(f"train #{len(self._train_rows()) + len(rows) + 1} (Batch)", session, out)
-            rows.append(row)
+            index = len(self._train_rows()) + len(rows) + 1
+            out = None
+            if session.output and (outcome.folder / str(session.output)).is_dir():
+                # The rehearsal's own layout: each training session's output in outputs/train-N.
+                out = self.workdir / "outputs" / f"train-{index}"
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.copytree(outcome.folder / str(session.output), out, symlinks=True)
+            rows.append(self._engine_row(f"train #{index} (Batch)", session, out))
         return rows
 
     def _engine_row(self, name: str, session: Any, out: Path | None) -> SessionRow:
@@ -558,7 +563,8 @@ class _Rehearsal:
             except RunError as exc:
                 if exc.cause != "no_progress" or kill <= 0:
                     raise KaggleKitError(f"the rehearsed run stopped: {exc}") from None
-                if self.kill is None and attempt == 0:
+                if attempt == 0:
+                    # A slower machine than the kill was placed for: the same kill later, once.
                     kill = self._retry(kill, 1.6, "the kill came before the first checkpoint")
                     continue
                 self.report.resume_missed = True
@@ -569,7 +575,7 @@ class _Rehearsal:
             for row in rows:
                 _say(f"session {row.name}: {row.status} after {row.wall_s:.0f} s, step {row.step_end} ({row.note})")
             if kill > 0 and len(rows) == 1:
-                if self.kill is None and attempt == 0:
+                if attempt == 0:
                     kill = self._retry(kill, 0.6, "the training finished before the kill")
                     continue
                 self.report.notes.append(f"the first session finished before the kill at {kill:.0f} s: no kill was "

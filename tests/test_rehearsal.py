@@ -206,6 +206,8 @@ def test_a_kill_that_missed_the_training_is_moved_and_tried_again(tmp_path, monk
 def test_a_fixed_kill_before_the_first_checkpoint_is_said_not_hidden(tmp_path, monkeypatch):
     run = _orchestrator(tmp_path, monkeypatch)
     run.kill = 5.0
-    run._train_sessions(_Chains([_no_progress()]))
+    chains = _Chains([_no_progress(), _no_progress()])
+    run._train_sessions(chains)
+    assert chains.calls == [5.0, 8.0], "a slower machine than the kill was set for gets one later kill"
     assert any("no resume was rehearsed" in note for note in run.report.notes)
     assert "no resume was rehearsed" in format_report(run.report) and not run.report.ok

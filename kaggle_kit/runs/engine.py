@@ -333,7 +333,10 @@ class _Carrier:
 
         base = self.options.render if self.options.render is not None else RenderOptions()
         if nb.name == self.train_nb.name and resume and not self._mirroring(nb):
-            base = replace(base, kernels=(*base.kernels, self.train_nb.kernel))
+            if "previous_output" in self._declared(nb):
+                base = replace(base, previous_output=self.train_nb.kernel)
+            else:
+                base = replace(base, kernels=(*base.kernels, self.train_nb.kernel))
         if nb.name != self.train_nb.name:
             # The inference notebook keeps its declared internet and sources; the run's config, checkpoints and
             # an explicit accelerator or model choice apply to it too.
@@ -342,6 +345,15 @@ class _Carrier:
             if not self._mirroring(self.train_nb):
                 base.kernels = (self.train_nb.kernel,)
         return base
+
+    def _declared(self, nb: NotebookSpec) -> set[str]:
+        """The names the notebook's parameters cell assigns."""
+        import jupytext
+
+        from kaggle_kit.notebooks import declared_parameters
+
+        source = self.project.root / nb.source
+        return declared_parameters(jupytext.read(source, fmt="py:percent"), source=str(source))[1]
 
     def _mirroring(self, nb: NotebookSpec) -> bool:
         render = self.options.render
