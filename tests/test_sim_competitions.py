@@ -83,7 +83,11 @@ def test_a_file_submission_is_scored_with_the_declared_metric(kaggle_cli, compet
     bad.write_text("id,label\n0,1\n")
     _ok(kaggle_cli("competitions", "submit", SLUG, "-f", str(bad), "-m", "one row short"))
     row = _scored(kaggle_cli, "one row short")
-    assert "ERROR" in row.upper() and "expected ids" in row, row
+    assert "ERROR" in row.upper(), row
+    from kaggle_kit.kaggle_api import make_api
+
+    failed = [r for r in make_api().competition_submissions(SLUG) if r.description == "one row short"]
+    assert "expected ids" in failed[0].error_description, "the metric's complaint reaches the submitter"
 
 
 def test_a_notebook_version_is_submitted_by_its_output(sim_server, competition):
