@@ -307,7 +307,6 @@ def test_two_runs_of_the_same_run_refuse_each_other(tiny):
 
 def test_a_damaged_state_file_is_refused_with_what_to_do(tmp_path):
     path = state_path(tmp_path, "r1")
-    path.parent.mkdir(parents=True)
     path.write_text('{"format": "something else"}')
     with pytest.raises(RunError, match="move it away"):
         load_state(tmp_path, "r1")
