@@ -172,6 +172,7 @@ class RehearsalReport:
     weights_sha256: str | None = None
     reference_sha256: str | None = None
     resume_missed: bool = False  # a session was killed but the next one found nothing to resume from
+    kill_after_s: float | None = None  # the first session's limit in the run that was killed and resumed
     gpu_quota_used_h: float | None = None
     gpu_quota_total_h: float | None = None
     wall_s: float = 0.0
@@ -572,6 +573,7 @@ class _Rehearsal:
                                          "was rehearsed (raise --kill-after, or --kill-after auto)")
                 return
             self.report.sessions.extend(rows)
+            self.report.kill_after_s = kill if kill > 0 else None
             for row in rows:
                 _say(f"session {row.name}: {row.status} after {row.wall_s:.0f} s, step {row.step_end} ({row.note})")
             if kill > 0 and len(rows) == 1:

@@ -63,6 +63,7 @@ def test_batch_kill_resumes_from_the_mirror_bit_identical_and_submits(batch):
     report, workdir = batch
     first, _ = _killed_then_resumed(report)
     assert report.sessions[0].name == "train #1 (reference)" and report.bit_identical is True
+    assert report.kill_after_s is not None
     assert first.lost_steps is not None and first.lost_steps >= 0
     assert max(report.dataset_versions.values()) >= 2
     assert report.submission_valid and report.submission_score is not None and report.ok
@@ -73,25 +74,30 @@ def test_batch_kill_resumes_from_the_mirror_bit_identical_and_submits(batch):
 
 
 @pytest.mark.slow
-def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tiny_root, readme_shell, tmp_path):
+def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tiny_root, readme_shell, batch, tmp_path):
+    # The kill measured by the Batch rehearsal, and its reference weights: the same training, no second reference.
+    measured, _ = batch
     report = rehearse(tiny_root, RehearsalOptions(run_type="Interactive", infer=False, keep=True,
-                                                  checkpoint_every_s=2.0, workdir=tmp_path / "interactive"))
+                                                  kill_after_s=measured.kill_after_s, checkpoint_every_s=2.0,
+                                                  workdir=tmp_path / "interactive"))
     _killed_then_resumed(report)
     assert all("working folder wiped" in s.note for s in report.sessions)
     assert not list(tmp_path.glob("interactive/sandbox/**/progress.json")), "working must be gone"
-    assert report.bit_identical is True
+    assert report.weights_sha256 == measured.reference_sha256
 
 
 @pytest.mark.slow
-def test_without_internet_the_batch_output_carries_the_run(tiny_root, readme_shell, tmp_path):
+def test_without_internet_the_batch_output_carries_the_run(tiny_root, readme_shell, batch, tmp_path):
     # The legacy input layout here (the other rehearsals use the current one): the notebooks find their inputs in both.
+    measured, _ = batch
     report = rehearse(tiny_root, RehearsalOptions(internet=False, keep=True, input_layout="legacy",
-                                                  checkpoint_every_s=2.0, workdir=tmp_path / "offline"))
+                                                  kill_after_s=measured.kill_after_s, checkpoint_every_s=2.0,
+                                                  workdir=tmp_path / "offline"))
     _killed_then_resumed(report)
     assert report.dataset_versions == {}, "nothing can be mirrored without internet"
-    first_log = sorted((tmp_path / "offline" / "runs").glob("rehearsal-*/session-1/*.log"))[-1].read_text()
+    first_log = sorted((tmp_path / "offline" / "outputs").glob("train-1/*.log"))[-1].read_text()
     assert "NOT mirrored" in first_log, "mirroring off must be said loudly in the session's log"
-    assert report.submission_valid and report.bit_identical is True
+    assert report.submission_valid and report.weights_sha256 == measured.reference_sha256
     assert report.input_layout == "legacy" and "inputs under the legacy layout" in format_report(report)
     # The sessions' logs are Kaggle's: nothing of the stand-in in them (its messages are in its own log).
     assert "kaggle-kit sandbox" not in first_log
