@@ -332,3 +332,26 @@ def test_polling_backs_off_while_nothing_changes_and_honours_retry_after():
     assert 2.25 <= slept[-1] <= 3.75 and poller.transient_failures == 1
     poller.ride_out(TransientApiError("429", status=429, retry_after_s=3600.0))
     assert slept[-1] <= 5.0 * 1.25, "a Retry-After is bounded by the longest interval"
+
+
+def test_with_wait_for_quota_it_sleeps_until_the_refresh_instead(tiny, monkeypatch):
+    from dataclasses import replace
+
+    from kaggle_kit.runs import engine
+
+    class Slept(Exception):
+        pass
+
+    def sleep(seconds):
+        raise Slept(seconds)
+
+    monkeypatch.setattr(engine.time, "sleep", sleep)
+    lines: list[str] = []
+    options = tiny.options("gpu-wait", quota_reserve_s=31 * 3600.0, wait_for_quota=True)
+    options.render = replace(options.render, accelerator="gpu")
+    before = tiny.versions()
+    with pytest.raises(Slept) as slept:
+        carry_run(tiny.project, "train", options, api=tiny.api, say=_say(lines))
+    assert 60.0 <= slept.value.args[0] <= 7 * 24 * 3600.0 + 60.0, "until the weekly refresh, never past it"
+    assert any("sleeping" in line and "--wait-for-quota" in line for line in lines)
+    assert tiny.versions() == before
