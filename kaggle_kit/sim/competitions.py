@@ -86,9 +86,8 @@ class Competitions:
         return {"files": chunk, "nextPageToken": token}
 
     def _blob(self, path: Path) -> str:
-        with tempfile.NamedTemporaryFile(dir=self.store.root / "blobs", prefix=".comp-", delete=False) as tmp:
-            shutil.copyfileobj(path.open("rb"), tmp, 1 << 20)
-        sha, _ = self.store.add_blob_file(Path(tmp.name))
+        """``path`` copied into the blob store (which moves what it is given): its SHA-256."""
+        sha, _ = self.store.add_blob_file(self._copy(path))
         return sha
 
     @rpc("competitions.CompetitionApiService/DownloadDataFile")
@@ -152,8 +151,9 @@ class Competitions:
         return {"message": "Your notebook was submitted", "ref": ref}
 
     def _copy(self, path: Path) -> Path:
-        with tempfile.NamedTemporaryFile(dir=self.store.root / "blobs", prefix=".sub-", delete=False) as tmp:
-            shutil.copyfileobj(path.open("rb"), tmp, 1 << 20)
+        with tempfile.NamedTemporaryFile(dir=self.store.root / "blobs", prefix=".in-", delete=False) as tmp, \
+                path.open("rb") as source:
+            shutil.copyfileobj(source, tmp, 1 << 20)
         return Path(tmp.name)
 
     def _add(self, slug: str, user: str, *, file_name: str, blob: str, description: str, kernel: str | None) -> int:
