@@ -221,7 +221,7 @@ def carried(tiny: TinyKaggle, reference: dict[str, Any]) -> dict[str, Any]:
                            session_timeout_s=limit, submit=True)
     outcome = carry_run(tiny.project, "train", options, api=tiny.api, say=_say(lines))
     return {"outcome": outcome, "lines": lines, "versions_before": before, "status_at_kill": status,
-            "cli_log": log.read_text(), "limit": limit, "pending_faults": tiny.server.pending_faults}
+            "cli_log": log.read_text(), "limit": limit, "pending_faults": tiny.server.pending_faults, "cmd": cmd}
 
 
 @pytest.mark.slow
@@ -256,6 +256,17 @@ def test_killing_run_mid_session_and_starting_it_again_reattaches_without_a_seco
     assert any("re-attaching to session 1" in line for line in carried["lines"])
     # One version per session: the restart pushed none of its own.
     assert [s.version for s in state.training_sessions()] == [carried["versions_before"] + i for i in (1, 2, 3)]
+
+
+@pytest.mark.slow
+def test_running_a_finished_run_again_pushes_nothing_and_prints_its_summary(tiny, carried):
+    before = tiny.versions(), tiny.versions(f"{OWNER}/tiny-infer")
+    again = subprocess.run(carried["cmd"], env=tiny.cli_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (tiny.versions(), tiny.versions(f"{OWNER}/tiny-infer")) == before
+    assert "Run summary" in again.stdout and f"checkpoint dataset {OWNER}/tiny-main-ckpt:" in again.stdout
+    assert f"submitted to {COMPETITION}: public score" in again.stdout
+    assert (carried["outcome"].folder / "summary.txt").read_text().strip() in again.stdout
 
 
 @pytest.mark.slow

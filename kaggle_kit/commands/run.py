@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from kaggle_kit.commands.arguments import add_render_arguments, project_from, render_options
 from kaggle_kit.errors import RunError
@@ -69,9 +70,31 @@ def run(args: argparse.Namespace) -> int:
         return 1
     summary = summarize(outcome.state, outcome.folder)
     summary.wall_s = time.monotonic() - started
+    _account(summary, outcome)
     summary.inferred = outcome.submission is not None
     summary.submission_valid = outcome.submission is not None
     text = format_summary(summary)
     (outcome.folder / "summary.txt").write_text(text + "\n")
     print(text)
     return 0
+
+
+def _account(summary: Any, outcome: Any) -> None:
+    """The checkpoint dataset's versions and the weekly GPU quota, for the summary (left out when unreadable)."""
+    from kaggle_kit.errors import KaggleKitError
+    from kaggle_kit.kaggle_api import make_api
+    from kaggle_kit.runs.evidence import mirror_step
+
+    api = make_api()
+    if outcome.checkpoint_dataset:
+        try:
+            summary.dataset_versions[outcome.checkpoint_dataset] = mirror_step(api, outcome.checkpoint_dataset)[1]
+        except KaggleKitError:
+            pass
+    try:
+        quota = api.quota_view().gpu_quota
+    except Exception:  # noqa: BLE001 - a summary line, not a failure
+        return
+    if quota is not None:
+        summary.gpu_quota_used_h = quota.time_used.total_seconds() / 3600
+        summary.gpu_quota_total_h = quota.total_time_allowed.total_seconds() / 3600

@@ -95,6 +95,7 @@ class RunOutcome:
 
     state: RunState
     folder: Path
+    checkpoint_dataset: str | None = None
     final_output: Path | None = None
     submission: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
@@ -185,7 +186,8 @@ class _Carrier:
             self._save()
         if state.phase == "trained" and (self.options.then_infer or self.options.submit):
             state.phase = "inferring"
-        outcome = RunOutcome(state=state, folder=self.folder)
+        outcome = RunOutcome(state=state, folder=self.folder,
+                             checkpoint_dataset=self._checkpoint_dataset() if self._mirroring(self.train_nb) else None)
         finals = [s for s in state.training_sessions() if s.output]
         if finals:
             outcome.final_output = self.folder / str(finals[-1].output)
