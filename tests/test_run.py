@@ -366,3 +366,25 @@ def test_with_wait_for_quota_it_sleeps_until_the_refresh_instead(tiny, monkeypat
     assert 60.0 <= slept.value.args[0] <= 7 * 24 * 3600.0 + 60.0, "until the weekly refresh, never past it"
     assert any("sleeping" in line and "--wait-for-quota" in line for line in lines)
     assert tiny.versions() == before
+
+
+def test_the_evidence_read_from_a_session_is_validated(tmp_path):
+    from kaggle_kit.runs.evidence import log_tail, read_session_files, traceback_of
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "progress.json").write_text('{"status": "finished", "step": "twelve", "last_checkpoint_step": 10}')
+    (out / "history.json").write_text("[1, 2")  # cut off mid-write
+    records = [{"stream_name": "stdout", "time": 1.0, "data": "epoch 1\n"},
+               {"stream_name": "stderr", "time": 2.0, "data": "Traceback (most recent call last):\n"},
+               {"stream_name": "stderr", "time": 2.0, "data": "  Cell In[4], line 2\n    raise ValueError('x')\n"},
+               {"stream_name": "stderr", "time": 2.0, "data": "\x1b[31mValueError\x1b[0m: x\n"},
+               {"stream_name": "stdout", "time": 3.0, "data": "after\n"}]
+    (out / "train.log").write_text(json.dumps(records))
+    files = read_session_files(out)
+    assert files.status == "finished" and files.step is None and files.last_checkpoint_step == 10
+    assert files.history == () and files.best is None
+    block = traceback_of(files.log)
+    assert block.startswith("Traceback") and "Cell In[4], line 2" in block and block.endswith("ValueError: x")
+    assert log_tail(files.log, 2) == "ValueError: x\nafter"
+    assert traceback_of("all fine\n") is None
