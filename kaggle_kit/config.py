@@ -29,7 +29,8 @@ from typing import Any, Iterable, Literal, TypeVar, Union
 
 import yaml
 
-from kaggle_kit.errors import ConfigError
+from kaggle_kit.errors import ConfigError, MalformedFileError
+from kaggle_kit.fileio import read_limited
 
 __all__ = ["load_config", "config_from_dict", "apply_overrides", "config_to_dict", "config_hash", "setting",
            "Constraint", "check_constraints", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
@@ -350,12 +351,9 @@ def load_config(path: str | os.PathLike[str], schema: type[T], overrides: Iterab
     if not file.is_file():
         raise ConfigError(f"config file {file} not found: pass the path of a YAML file")
     try:
-        size = file.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{file} is {size} bytes, more than the {MAX_CONFIG_BYTES} a config file may have")
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file {file}: {exc.strerror or exc}") from None
+        raw = read_limited(file, max_bytes=MAX_CONFIG_BYTES, what="config file")
+    except MalformedFileError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         data = _parse_yaml(_decode_config(raw, file))
     except yaml.YAMLError as exc:

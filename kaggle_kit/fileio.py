@@ -30,6 +30,7 @@ __all__ = [
     "fsync_dir",
     "loads_json",
     "read_json",
+    "read_limited",
     "MAX_JSON_DEPTH",
     "MAX_JSON_BYTES",
 ]
@@ -168,12 +169,21 @@ def loads_json(data: str | bytes, *, where: str, max_depth: int = MAX_JSON_DEPTH
 def read_json(path: str | os.PathLike[str], *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES,
               allow_nan: bool = False) -> Any:
     """Read and parse a JSON file with :func:`loads_json`'s limits; a missing or unreadable file is an error too."""
+    data = read_limited(path, max_bytes=max_bytes, what="JSON file here")
+    return loads_json(data, where=str(path), max_depth=max_depth, max_bytes=max_bytes, allow_nan=allow_nan)
+
+
+def read_limited(path: str | os.PathLike[str], *, max_bytes: int, what: str = "file") -> bytes:
+    """A file's bytes, refused from its size before it is read when larger than ``max_bytes``.
+
+    Raises:
+        MalformedFileError: too large, missing or unreadable (the message names the file and ``what`` it is).
+    """
     target = Path(path)
     try:
         size = target.stat().st_size
         if size > max_bytes:
-            raise MalformedFileError(f"{target} is {size} bytes, more than the {max_bytes} a JSON file here may have")
-        data = target.read_bytes()
+            raise MalformedFileError(f"{target} is {size} bytes, more than the {max_bytes} a {what} may have")
+        return target.read_bytes()
     except OSError as exc:
-        raise MalformedFileError(f"cannot read {target}: {exc.strerror or exc}") from None
-    return loads_json(data, where=str(target), max_depth=max_depth, max_bytes=max_bytes, allow_nan=allow_nan)
+        raise MalformedFileError(f"cannot read the {what} {target}: {exc.strerror or exc}") from None
