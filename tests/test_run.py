@@ -388,3 +388,12 @@ def test_the_evidence_read_from_a_session_is_validated(tmp_path):
     assert block.startswith("Traceback") and "Cell In[4], line 2" in block and block.endswith("ValueError: x")
     assert log_tail(files.log, 2) == "ValueError: x\nafter"
     assert traceback_of("all fine\n") is None
+
+
+def test_the_command_refuses_bad_options_before_reaching_kaggle(tiny, capsys):
+    from kaggle_kit.commands import main
+
+    assert main(["run", "train", "--root", str(tiny.root), "--max-sessions", "0"]) == 2
+    assert "--max-sessions 0: at least 1" in capsys.readouterr().err
+    assert main(["run", "train", "--root", str(tiny.root), "--run", "../x"]) == 2
+    assert "run name" in capsys.readouterr().err

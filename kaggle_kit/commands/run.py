@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
               "re-attach to it")
         raise
     except RunError as exc:
+        if not exc.cause:
+            raise  # a bad option, a run in use or an unusable state file: the kit's error, exit status 2
         print(f"[run] stopped: {exc}")
         return 1
     summary = summarize(outcome.state, outcome.folder)

@@ -35,7 +35,8 @@ from kaggle_kit.errors import KaggleKitError, RunError, TransientApiError
 from kaggle_kit.kaggle_platform import SESSION_LIMIT_S
 from kaggle_kit.project import NotebookSpec, Project
 from kaggle_kit.runs.evidence import SessionFiles, log_tail, mirror_step, read_session_files, traceback_of
-from kaggle_kit.runs.state import RunLock, RunState, SessionRecord, load_state, run_folder, runs_dir, save_state
+from kaggle_kit.runs.state import (RunLock, RunState, SessionRecord, check_run_name, load_state, run_folder, runs_dir,
+                                   save_state)
 from kaggle_kit.session_outcome import COMPLETE, KILLED, USER_ERROR, SessionOutcome
 
 __all__ = ["DEFAULT_QUOTA_RESERVE_S", "Poller", "RunOptions", "RunOutcome", "carry_run"]
@@ -750,4 +751,6 @@ def carry_run(project: Project, notebook: str, options: RunOptions | None = None
         raise RunError("--quota-reserve must be zero or more hours")
     if options.submit:
         options = replace(options, then_infer=True)
+    check_run_name(options.run or notebook)
+    project.notebook(notebook)
     return _Carrier(project, notebook, options, api=api or make_api(), say=say).carry()

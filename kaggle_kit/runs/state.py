@@ -21,8 +21,8 @@ from kaggle_kit.errors import MalformedFileError, RunError
 from kaggle_kit.fileio import atomic_write_json, read_json
 from kaggle_kit.project import RUNS_DIR
 
-__all__ = ["RUNS_DIR", "STATE_FORMAT", "RunLock", "RunState", "SessionRecord", "load_state", "run_folder",
-           "runs_dir", "save_state", "state_path"]
+__all__ = ["RUNS_DIR", "STATE_FORMAT", "RunLock", "RunState", "SessionRecord", "check_run_name", "load_state",
+           "run_folder", "runs_dir", "save_state", "state_path"]
 
 STATE_FORMAT = "kaggle-kit-run/1"
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
