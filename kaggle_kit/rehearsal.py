@@ -39,6 +39,7 @@ from kaggle_kit.mirror.ledger import LEDGER_FILE
 from kaggle_kit.project import REHEARSAL_DIR, NotebookSpec, Project, RehearseSpec, import_object, load_project
 from kaggle_kit.root import KIT_ORIGIN_PREFIX
 from kaggle_kit.runs.evidence import log_text, newest_checkpoint, weights_digest
+from kaggle_kit.runs.summary import SessionRow
 
 __all__ = ["RehearsalHooks", "RehearsalOptions", "RehearsalReport", "SessionRow", "format_report", "kit_origin_in",
            "load_hooks", "rehearse"]
@@ -137,25 +138,6 @@ class RehearsalOptions:
     infer: bool = True
     session_timeout_s: float | None = None
     input_layout: str = "current"
-
-
-@dataclass
-class SessionRow:
-    """One session of the rehearsal, as the summary shows it."""
-
-    name: str
-    status: str
-    wall_s: float = 0.0
-    steps: int | None = None
-    step_end: int | None = None
-    lost_steps: int | None = None
-    lost_minutes: float | None = None
-    resumed_from: int | None = None
-    seconds_per_step: float | None = None
-    note: str = ""
-    session_s: float | None = None  # the session's time in the sandbox, start to end
-    training_bounds: tuple[float, float] | None = None  # the training's start and end in the session, from its log
-    output: Path | None = None
 
 
 @dataclass
@@ -577,6 +559,7 @@ class _Rehearsal:
             for row in rows:
                 _say(f"session {row.name}: {row.status} after {row.wall_s:.0f} s, step {row.step_end} ({row.note})")
             if kill > 0 and len(rows) == 1:
+                rows[0].name = rows[0].name.replace("(Batch)", "(Batch, kill missed)")
                 if attempt == 0:
                     kill = self._retry(kill, 0.6, "the training finished before the kill")
                     continue
