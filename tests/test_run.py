@@ -397,3 +397,18 @@ def test_the_command_refuses_bad_options_before_reaching_kaggle(tiny, capsys):
     assert "--max-sessions 0: at least 1" in capsys.readouterr().err
     assert main(["run", "train", "--root", str(tiny.root), "--run", "../x"]) == 2
     assert "run name" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_command_stops_with_exit_status_1_and_the_summary_so_far(tiny, monkeypatch, capsys):
+    from kaggle_kit.commands import main
+
+    monkeypatch.setenv("KAGGLE_USERNAME", OWNER)
+    monkeypatch.setenv("KAGGLE_KEY", tiny.key)
+    status = main(["run", "train", "--root", str(tiny.root), "--run", "broken-cli", "--config",
+                   "configs/rehearse.yaml", "--param", "fail_on_purpose=True", "--checkpoint-dataset",
+                   f"{OWNER}/tiny-broken-cli-ckpt", "--poll", "0.2"])
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert "[run] stopped: session 1" in out and "ValueError: broken on purpose" in out
+    assert "Run summary (stopped)" in out and "train #1 (v" in out

@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kaggle_kit.runs import RunOptions, carry_run
+    from kaggle_kit.runs import RunOptions, carry_run, load_state
+    from kaggle_kit.runs.state import run_folder, runs_dir
     from kaggle_kit.runs.summary import format_summary, summarize
 
     project = project_from(args)
@@ -69,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
         if not exc.cause:
             raise  # a bad option, a run in use or an unusable state file: the kit's error, exit status 2
         print(f"[run] stopped: {exc}")
+        state = load_state(runs_dir(project.root), options.run or args.notebook)
+        if state is not None and state.sessions:
+            # What the run did so far, as at its end.
+            summary = summarize(state, run_folder(runs_dir(project.root), state.run), title="Run summary (stopped)")
+            summary.wall_s = time.monotonic() - started
+            print(format_summary(summary))
         return 1
     summary = summarize(outcome.state, outcome.folder)
     summary.wall_s = time.monotonic() - started
