@@ -27,7 +27,8 @@ from kaggle_kit.handles import parse_dataset
 from kaggle_kit.kaggle_api import Credentials, check_reply, describe_http_error, find_credentials, make_api
 from kaggle_kit.metadata_files import DATASET_METADATA, checked_handle, read_metadata
 from kaggle_kit.mirror.ledger import LEDGER_FILE, POINTER_FILE
-from kaggle_kit.project import KERNEL_OUTPUT_DIR, REHEARSAL_DIR, Project, PublishRules, load_project
+from kaggle_kit.project import (KERNEL_OUTPUT_DIR, REHEARSAL_DIR, RUNS_DIR, Project, PublishRules,
+                                load_project)
 
 __all__ = ["KIT_DATASET_TITLE", "StagedCode", "matches", "publish_code", "publish_kit", "select_files", "stage_code",
            "stage_kit"]
@@ -35,8 +36,8 @@ __all__ = ["KIT_DATASET_TITLE", "StagedCode", "matches", "publish_code", "publis
 KIT_DATASET_TITLE = "kaggle-kit"
 # Never in a code dataset: history, environments, build outputs, caches, secrets, outputs of runs.
 _SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", ".pytest_cache", ".mypy_cache",
-              ".ruff_cache", ".ipynb_checkpoints", "build", "dist", ".kaggle-kit", REHEARSAL_DIR, KERNEL_OUTPUT_DIR,
-              ".kaggle", ".idea", ".vscode", "node_modules"}
+              ".ruff_cache", ".ipynb_checkpoints", "build", "dist", ".kaggle-kit", REHEARSAL_DIR, RUNS_DIR,
+              KERNEL_OUTPUT_DIR, ".kaggle", ".idea", ".vscode", "node_modules"}
 _SECRET_NAMES = {"kaggle.json", "access_token", ".env", ".netrc", "credentials", "id_rsa", "id_ed25519"}
 _SECRET_SUFFIXES = (".pem", ".key")
 # Sources git does not track that deserve a warning (they are not uploaded).

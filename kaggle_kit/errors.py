@@ -102,3 +102,16 @@ class MirrorStopped(KaggleKitError):
 
 class PluginError(KaggleKitError):
     """A command plugin could not be loaded: an optional dependency is missing, or the plugin itself is broken."""
+
+
+class RunError(KaggleKitError):
+    """``kaggle-kit run`` stopped a run: the reason and what to do (or its state file is unusable or in use).
+
+    Attributes:
+        cause: what stopped it, for callers that act on it: ``no_progress``, ``user_error``, ``quota``, ``budget``,
+            ``failed`` (a session ended otherwise), ``submission``, or "" (the state, the lock, an option).
+    """
+
+    def __init__(self, message: str, *, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause

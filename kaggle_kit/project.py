@@ -67,6 +67,7 @@ __all__ = [
     "KERNEL_OUTPUT_DIR",
     "PYPROJECT",
     "REHEARSAL_DIR",
+    "RUNS_DIR",
     "TABLE",
     "NotebookSpec",
     "Project",
@@ -83,6 +84,7 @@ PYPROJECT = "pyproject.toml"
 # Folders the kit writes inside a project, which never travel in its code dataset.
 KERNEL_OUTPUT_DIR = "kernel-output"  # `kaggle-kit output` downloads here
 REHEARSAL_DIR = "kaggle-kit-rehearsal"  # `kaggle-kit rehearse` works here
+RUNS_DIR = "kaggle-kit-runs"  # `kaggle-kit run` keeps each run's state and downloaded outputs here
 DECLARATION_FILE = "kaggle-kit.toml"
 TABLE = "tool.kaggle-kit"
 DEFAULT_KIT_DATASET_SLUG = "kaggle-kit"

@@ -17,7 +17,6 @@ environment: the caller's Kaggle variables and proxies are set aside while it ru
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -33,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from kaggle_kit import envvars
-from kaggle_kit.checkpoint.format import MANIFEST_GLOB, MANIFEST_SUFFIX, STATE_SUFFIX, TENSOR_SUFFIX
+from kaggle_kit.checkpoint.format import STATE_SUFFIX, TENSOR_SUFFIX
 from kaggle_kit.errors import DeclarationError, KaggleKitError
 from kaggle_kit.kaggle_platform import shape_for
 from kaggle_kit.mirror.ledger import LEDGER_FILE
 from kaggle_kit.project import REHEARSAL_DIR, NotebookSpec, Project, RehearseSpec, import_object, load_project
 from kaggle_kit.root import KIT_ORIGIN_PREFIX
-from kaggle_kit.session_outcome import KILLED
+from kaggle_kit.runs.evidence import log_text, newest_checkpoint, weights_digest
+from kaggle_kit.runs.summary import SessionRow
 
 __all__ = ["RehearsalHooks", "RehearsalOptions", "RehearsalReport", "SessionRow", "format_report", "kit_origin_in",
            "load_hooks", "rehearse"]
@@ -118,7 +118,8 @@ class RehearsalOptions:
         notebook: The training notebook (default: the declared ``rehearse.notebook``).
         overrides: More config overrides on top of the declared ones (e.g. ``train.epochs=4``).
         infer: Run the declared inference notebook (if any) and score its submission.
-        session_timeout_s: Real-time cap of every session that is not meant to be killed.
+        session_timeout_s: Real-time cap of every session that is not meant to be killed; None: four times the
+            measured reference session (at least 120 s), or Kaggle's own limit when nothing was measured.
         input_layout: Where the sessions find their inputs: ``current`` (``/kaggle/input/datasets/<owner>/<slug>``,
             ...) or ``legacy`` (``/kaggle/input/<slug>``); Kaggle uses one or the other.
     """
@@ -135,27 +136,8 @@ class RehearsalOptions:
     notebook: str | None = None
     overrides: tuple[str, ...] = ()
     infer: bool = True
-    session_timeout_s: float = 600.0
+    session_timeout_s: float | None = None
     input_layout: str = "current"
-
-
-@dataclass
-class SessionRow:
-    """One session of the rehearsal, as the summary shows it."""
-
-    name: str
-    status: str
-    wall_s: float = 0.0
-    steps: int | None = None
-    step_end: int | None = None
-    lost_steps: int | None = None
-    lost_minutes: float | None = None
-    resumed_from: int | None = None
-    seconds_per_step: float | None = None
-    note: str = ""
-    session_s: float | None = None  # the session's time in the sandbox, start to end
-    training_bounds: tuple[float, float] | None = None  # the training's start and end in the session, from its log
-    output: Path | None = None
 
 
 @dataclass
@@ -172,6 +154,7 @@ class RehearsalReport:
     weights_sha256: str | None = None
     reference_sha256: str | None = None
     resume_missed: bool = False  # a session was killed but the next one found nothing to resume from
+    kill_after_s: float | None = None  # the first session's limit in the run that was killed and resumed
     gpu_quota_used_h: float | None = None
     gpu_quota_total_h: float | None = None
     wall_s: float = 0.0
@@ -250,33 +233,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _weights(checkpoint_pt: Path) -> tuple[str, dict[str, list[int]]]:
-    """SHA-256 over the model's tensors in a checkpoint (names and bytes), for bit-identity checks, and their
-    shapes."""
-    import torch
-
-    tensors = torch.load(checkpoint_pt, map_location="cpu", weights_only=True)
-    digest = hashlib.sha256()
-    shapes: dict[str, list[int]] = {}
-    for key in sorted(k for k in tensors if k.startswith("model")):
-        digest.update(key.encode())
-        digest.update(tensors[key].contiguous().numpy().tobytes())
-        shapes[key] = list(tensors[key].shape)
-    return digest.hexdigest(), shapes
-
-
-def _log_text(path: Path) -> str:
-    """A session log's text: Kaggle's JSON list of stream records joined, or the file as it is."""
-    raw = path.read_text(errors="replace")
-    try:
-        records = json.loads(raw)
-    except ValueError:
-        return raw
-    if not isinstance(records, list):
-        return raw
-    return "".join(str(r.get("data", "")) for r in records if isinstance(r, dict))
-
-
 def _log_span(path: Path) -> float | None:
     """Seconds from a session log's first record to its last (Kaggle's JSON log), or None."""
     try:
@@ -306,14 +262,6 @@ def kit_origin_in(log: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _newest_checkpoint(folder: Path) -> Path | None:
-    manifests = sorted(folder.rglob(MANIFEST_GLOB))
-    if not manifests:
-        return None
-    newest = manifests[-1]
-    return newest.with_name(newest.name[: -len(MANIFEST_SUFFIX)] + TENSOR_SUFFIX)
-
-
 class _Rehearsal:
     def __init__(self, project: Project, options: RehearsalOptions, hooks: RehearsalHooks) -> None:
         self.project = project
@@ -338,6 +286,10 @@ class _Rehearsal:
                                      f"{', '.join(dropped)}; the notebooks must run without them")
         chosen = options.kill_after_s if options.kill_after_s is not None else self.spec.kill_after
         self.kill: float | None = None if chosen == "auto" else float(chosen)
+        self.session_cap: float | None = options.session_timeout_s
+        self.chains = 0
+        self.run_name = ""
+        self.competitions: Path | None = None
 
     def run(self) -> RehearsalReport:
         from kaggle_kit.kaggle_api import Credentials, make_api, point_client_at
@@ -353,6 +305,7 @@ class _Rehearsal:
                  "files in view; a run that passes here may still fail on Kaggle")
         competitions = self.workdir / "competitions"
         competitions.mkdir(parents=True, exist_ok=True)
+        self.competitions = competitions
         data_dir = self._make_data(competitions)
 
         sandbox = Sandbox(self.workdir / "sandbox")
@@ -373,6 +326,8 @@ class _Rehearsal:
             if self.infer_nb is not None and self.options.run_type == "Interactive" and not self.mirroring:
                 self.report.submission_problem = ("nothing survived the Interactive sessions without a mirror: "
                                                   "no checkpoint to predict with")
+            elif self.infer_nb is not None and self.options.run_type == "Batch":
+                self._infer_with_the_run()
             elif self.infer_nb is not None:
                 self._infer()
             self._versions()
@@ -510,87 +465,133 @@ class _Rehearsal:
         shutil.rmtree(probe, ignore_errors=True)
 
     def _train_batch(self) -> None:
-        from kaggle_kit.kernels import kernel_output
-
+        """Batch training is ``kaggle-kit run`` against the stand-in: each attempt is one run of the engine, its
+        first session's limit the kill, the next ones resuming until the training loop records that it finished."""
         self._resolve_datasets()
         if not self.mirroring:
             _say("internet off: no mirror; the next session resumes from this one's Batch output")
-
-        def run_one(index: int, limit: float, resume: bool) -> SessionRow:
-            started = time.monotonic()
-            ref = self._push(self.train_nb, timeout_s=limit, attach_training_output=resume)
-            status = _wait(self.api, ref, timeout_s=limit + 120.0, time_limit_s=limit)
-            out = self.workdir / "outputs" / f"train-{index}"
-            kernel_output(ref, out, api=self.api)
-            self._note_kit_origin(out)
-            row = self._session_row(f"train #{index} (Batch)", status, time.monotonic() - started, out)
-            row.output = out
-            return row
-
-        self._train_sessions(run_one)
+        self._train_sessions(self._run_chain)
         self._account_losses()
-        self._final_state(self.workdir / "outputs" / f"train-{len(self._train_rows())}")
+        last = next((s.output for s in reversed(self._train_rows()) if s.output is not None), None)
+        if last is not None:
+            self._final_state(last)
+
+    def _run_options(self, run: str, *, first_limit: float | None, infer: bool = False) -> Any:
+        from kaggle_kit.runs import RunOptions
+
+        cap = self.session_cap
+        safety = (cap or 3600.0) + 300.0
+        return RunOptions(run=run, render=self._render_options(self.train_nb), session_timeout_s=cap,
+                          first_session_timeout_s=first_limit, max_sessions=4, quota_reserve_s=0.0,
+                          then_infer=infer, infer_notebook=self.infer_nb.name if self.infer_nb else None,
+                          submit=infer and self._submittable(), poll_s=0.3, max_poll_s=2.0, mirror_every_s=5.0,
+                          score_timeout_s=120.0, stall_timeout_s=safety, home=self.workdir / "runs")
+
+    def _run_chain(self, first_limit: float | None) -> list[SessionRow]:
+        """One run of the engine (a new run name per attempt); its training sessions as rows.
+
+        Raises:
+            RunError: the engine stopped the run (``cause`` says why: ``no_progress`` for a kill before the first
+                checkpoint).
+        """
+        from kaggle_kit.runs import carry_run
+
+        self.chains += 1
+        self.run_name = f"rehearsal-{self.chains}"
+        outcome = carry_run(self.project, self.train_nb.name, self._run_options(self.run_name,
+                            first_limit=first_limit), api=self.api, say=lambda m: _say(f"run: {m}"))
+        rows = []
+        for session in outcome.state.training_sessions():
+            index = len(self._train_rows()) + len(rows) + 1
+            out = None
+            if session.output and (outcome.folder / str(session.output)).is_dir():
+                # The rehearsal's own layout: each training session's output in outputs/train-N.
+                out = self.workdir / "outputs" / f"train-{index}"
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.copytree(outcome.folder / str(session.output), out, symlinks=True)
+            rows.append(self._engine_row(f"train #{index} (Batch)", session, out))
+        return rows
+
+    def _engine_row(self, name: str, session: Any, out: Path | None) -> SessionRow:
+        status = "KILLED" if session.status == "CANCEL_ACKNOWLEDGED" else session.status
+        row = SessionRow(name=name, status=status, wall_s=(session.ended_at or 0.0) - session.pushed_at,
+                         note=session.reason, step_end=session.step, resumed_from=session.resumed_from,
+                         seconds_per_step=session.seconds_per_step, output=out)
+        if out is not None and out.is_dir():
+            self._note_kit_origin(out)
+            data = _read_json(next(iter(sorted(out.rglob("progress.json"))), out / "progress.json"))
+            if data:
+                row.steps = data.get("steps_this_session")
+            logs = sorted(out.glob("*.log"))
+            row.session_s = _log_span(logs[0]) if logs else None
+            row.training_bounds = _training_bounds(logs[0]) if logs else None
+        return row
 
     def _train_rows(self) -> list[SessionRow]:
         return [s for s in self.report.sessions if s.name.startswith("train")]
 
-    def _train_sessions(self, run_one: Callable[[int, float, bool], SessionRow]) -> None:
-        """Batch or Interactive training: a reference run first when the kill is placed automatically, then the
-        first session killed at its time limit and the second, which must resume and finish."""
+    def _train_sessions(self, run_chain: Callable[[float | None], list[SessionRow]]) -> None:
+        """A reference run first when the kill is placed automatically, then a run whose first session is killed at
+        its time limit and whose next one must resume and finish; a kill that missed the training is moved once."""
+        from kaggle_kit.errors import RunError
+
         kill = self.kill
         if kill is None:
-            kill = self._reference_run(run_one)
+            kill = self._reference_run(run_chain)
             if kill is None:
                 return
         for attempt in range(2):
-            first = run_one(len(self._train_rows()) + 1, kill, False) if kill > 0 else None
-            if first is not None:
-                self.report.sessions.append(first)
-                _say(f"session {first.name}: {first.status} after {first.wall_s:.0f} s, step {first.step_end} "
-                     f"({first.note})")
-                if first.status == "COMPLETE":
-                    if self.kill is None and attempt == 0:
-                        kill = self._retry(kill, 0.6, "the training finished before the kill")
-                        continue
-                    self.report.notes.append(f"the first session finished before the kill at {kill:.0f} s: no "
-                                             "kill was rehearsed (lower --kill-after, or train longer)")
-                    return
-                if first.status != "KILLED":
-                    raise KaggleKitError(f"training session {first.name} failed: {first.note}")
-            second = run_one(len(self._train_rows()) + 1, self.options.session_timeout_s, first is not None)
-            self.report.sessions.append(second)
-            _say(f"session {second.name}: {second.status} after {second.wall_s:.0f} s, step {second.step_end} "
-                 f"({second.note})")
-            if second.status != "COMPLETE":
-                raise KaggleKitError("the resumed training session did not finish: raise the session limit "
-                                     f"({self.options.session_timeout_s:.0f} s) or train for fewer epochs")
-            if first is not None and not second.resumed_from:
-                if self.kill is None and attempt == 0:
+            try:
+                rows = run_chain(kill if kill > 0 else None)
+            except RunError as exc:
+                if exc.cause != "no_progress" or kill <= 0:
+                    raise KaggleKitError(f"the rehearsed run stopped: {exc}") from None
+                if attempt == 0:
+                    # A slower machine than the kill was placed for: the same kill later, once.
                     kill = self._retry(kill, 1.6, "the kill came before the first checkpoint")
                     continue
                 self.report.resume_missed = True
-                self.report.notes.append(f"the kill at {kill:.0f} s came before the first checkpoint: the second "
-                                         "session started over, no resume was rehearsed (raise --kill-after, or "
-                                         "--kill-after auto)")
+                self.report.notes.append(f"the kill at {kill:.0f} s came before the first checkpoint: no resume "
+                                         "was rehearsed (raise --kill-after, or --kill-after auto)")
+                return
+            self.report.sessions.extend(rows)
+            self.report.kill_after_s = kill if kill > 0 else None
+            for row in rows:
+                _say(f"session {row.name}: {row.status} after {row.wall_s:.0f} s, step {row.step_end} ({row.note})")
+            if kill > 0 and len(rows) == 1:
+                rows[0].name = rows[0].name.replace("(Batch)", "(Batch, kill missed)")
+                if attempt == 0:
+                    kill = self._retry(kill, 0.6, "the training finished before the kill")
+                    continue
+                self.report.notes.append(f"the first session finished before the kill at {kill:.0f} s: no kill was "
+                                         "rehearsed (lower --kill-after, or train longer)")
+            if kill > 0 and len(rows) > 1 and not rows[1].resumed_from:
+                self.report.resume_missed = True
+                self.report.notes.append("the second session did not resume from the first one's checkpoint")
             return
 
-    def _reference_run(self, run_one: Callable[[int, float, bool], SessionRow]) -> float | None:
+    def _reference_run(self, run_chain: Callable[[float | None], list[SessionRow]]) -> float | None:
         """Trains once without a kill and returns where to kill the next run: half-way through its training (None
-        when the run cannot be repeated: an Interactive session without a mirror keeps nothing)."""
+        when the run cannot be repeated: an Interactive session without a mirror keeps nothing). Sessions that are
+        not meant to be killed are then capped from what the reference measured, not from fixed seconds."""
         if self.options.run_type == "Interactive" and not self.mirroring:
             self.report.notes.append("no reference run: an Interactive session without a mirror keeps nothing")
             return 0.0
-        row = run_one(1, self.options.session_timeout_s, False)
+        (row, *more) = run_chain(None)
         row.name = "train #1 (reference)"
         self.report.sessions.append(row)
         _say(f"reference run: {row.status} after {row.wall_s:.0f} s, step {row.step_end}")
-        if row.status != "COMPLETE":
+        if row.status != "COMPLETE" or more:
             raise KaggleKitError(f"the reference training session failed: {row.note}")
         self.report.reference_sha256 = self._digest_of(row)
         if row.training_bounds is None:
-            raise KaggleKitError(f"the reference session's log does not say when training started and ended (the "
+            raise KaggleKitError("the reference session's log does not say when training started and ended (the "
                                  "notebook prints \"fresh start\" before training and \"N steps this session\" "
                                  "after it): pass --kill-after SECONDS")
+        if self.options.session_timeout_s is None:
+            # A resumed session does less than the whole reference one; four times it absorbs a busier machine.
+            self.session_cap = max(120.0, 4.0 * row.wall_s)
+            _say(f"sessions that are not killed are capped at {self.session_cap:.0f} s (4 x the reference session)")
         start, end = row.training_bounds
         cadence = self.options.checkpoint_every_s
         if end - start < 2.5 * cadence:
@@ -610,8 +611,8 @@ class _Rehearsal:
 
     def _digest_of(self, row: SessionRow) -> str | None:
         if row.output is not None:
-            newest = _newest_checkpoint(row.output)
-            return _weights(newest)[0] if newest is not None and newest.is_file() else None
+            newest = newest_checkpoint(row.output)
+            return weights_digest(newest)[0] if newest is not None and newest.is_file() else None
         if self.checkpoint_dataset:
             return self._mirror_digest()
         return None
@@ -621,33 +622,14 @@ class _Rehearsal:
         dest.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset's URL even when quiet
             self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
-        newest = _newest_checkpoint(dest)
-        return _weights(newest)[0] if newest is not None else None
+        newest = newest_checkpoint(dest)
+        return weights_digest(newest)[0] if newest is not None else None
 
     def _reset_run(self) -> None:
         """A clean slate for the next run: the mirror dataset deleted (the next session starts fresh)."""
         if self.checkpoint_dataset:
             owner, slug = self.checkpoint_dataset.split("/")
             self.api.dataset_delete(owner, slug, no_confirm=True)
-
-    def _session_row(self, name: str, status: dict[str, Any], wall: float, out: Path) -> SessionRow:
-        from kaggle_kit.training import PROGRESS_FILE
-
-        progress = next((p for p in [out / PROGRESS_FILE, *out.rglob(PROGRESS_FILE)] if p.is_file()), None)
-        data = _read_json(progress) if progress else None
-        outcome = status["outcome"]
-        row = SessionRow(name=name, status="KILLED" if outcome.kind == KILLED else outcome.status, wall_s=wall,
-                         note=outcome.reason)
-        if data:
-            row.step_end = data.get("step")
-            row.steps = data.get("steps_this_session")
-            row.resumed_from = data.get("resumed_from_step")
-            if row.steps and data.get("time") and data.get("session_start_time"):
-                row.seconds_per_step = (float(data["time"]) - float(data["session_start_time"])) / row.steps
-        logs = sorted(out.glob("*.log"))
-        row.session_s = _log_span(logs[0]) if logs else None
-        row.training_bounds = _training_bounds(logs[0]) if logs else None
-        return row
 
     def _account_losses(self) -> None:
         """Work lost at each kill: the steps between where a session died and where the next one resumed."""
@@ -668,14 +650,14 @@ class _Rehearsal:
         if data and isinstance(data.get("best"), dict):
             value = data["best"].get(data.get("monitor") or "score")
             self.report.final_score = float(value) if value is not None else None
-        newest = _newest_checkpoint(out)
+        newest = newest_checkpoint(out)
         if newest is not None and newest.is_file():
-            self.report.weights_sha256, self.report.model_shapes = _weights(newest)
+            self.report.weights_sha256, self.report.model_shapes = weights_digest(newest)
 
     def _note_kit_origin(self, out: Path) -> None:
         """Where the session imported the kit from, as its bootstrap printed it."""
         for log in sorted(out.glob("*.log")):
-            origin = kit_origin_in(_log_text(log))
+            origin = kit_origin_in(log_text(log.read_text(errors="replace")))
             if origin and self.report.kit_origin is None:
                 self.report.kit_origin = origin
 
@@ -715,7 +697,22 @@ class _Rehearsal:
             result = sandbox.run(spec)
             return self._interactive_row(f"train #{index} (Interactive)", time.monotonic() - started, result)
 
-        self._train_sessions(run_one)
+        def run_chain(first_limit: float | None) -> list[SessionRow]:
+            # Kaggle's API cannot start an Interactive session, so the engine of `kaggle-kit run` cannot carry one:
+            # the same decisions, made here on the sandbox's sessions.
+            from kaggle_kit.errors import RunError
+
+            cap = self.session_cap or 3600.0
+            index = len(self._train_rows()) + 1
+            rows = [run_one(index, first_limit or cap, False)]
+            if rows[0].status == "KILLED":
+                rows.append(run_one(index + 1, cap, True))
+                if not rows[1].resumed_from and self.mirroring:
+                    raise RunError("the second session did not resume: the kill came before the first checkpoint",
+                                   cause="no_progress")
+            return rows
+
+        self._train_sessions(run_chain)
         if self.mirroring:
             self._final_from_mirror()
 
@@ -727,7 +724,7 @@ class _Rehearsal:
             status, note = str(result.status), result.failure_message or "finished"
         row = SessionRow(name=name, status=status, wall_s=wall, note=f"{note}; working folder wiped")
         log_path = Path(result.log_path) if result.log_path else None
-        log = _log_text(log_path) if log_path and log_path.is_file() else ""
+        log = log_text(log_path.read_text(errors="replace")) if log_path and log_path.is_file() else ""
         row.session_s = float(result.wall_s) if result.wall_s else None
         if log_path is not None and log_path.is_file():
             row.training_bounds = _training_bounds(log_path)
@@ -746,9 +743,9 @@ class _Rehearsal:
         dest.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset's URL even when quiet
             self.api.dataset_download_files(self.checkpoint_dataset, path=str(dest), unzip=True, quiet=True)
-        newest = _newest_checkpoint(dest)
+        newest = newest_checkpoint(dest)
         if newest is not None:
-            self.report.weights_sha256, self.report.model_shapes = _weights(newest)
+            self.report.weights_sha256, self.report.model_shapes = weights_digest(newest)
         info = _read_json(newest.with_name(newest.name[: -len(TENSOR_SUFFIX)] + STATE_SUFFIX)) if newest else None
         if info and isinstance(info.get("best"), dict) and info["best"].get("value") is not None:
             self.report.final_score = float(info["best"]["value"])
@@ -762,25 +759,51 @@ class _Rehearsal:
             if row.resumed_from is None:
                 row.resumed_from = previous.get("last_step")
 
-    def _infer(self) -> None:
-        from kaggle_kit.kernels import kernel_output
+    def _submittable(self) -> bool:
+        """Whether the stand-in can score a submission: a competition to submit to, the labels and the scorer
+        (then they are given to its competition folder, where no session sees them)."""
+        from kaggle_kit.sim.competitions import write_scoring
+
+        nb = self.infer_nb
+        competition = (nb.competition if nb else None) or self.train_nb.competition
+        if not (competition and self.labels is not None and self.spec.score and self.competitions is not None):
+            return False
+        if (self.competitions / competition).is_dir():
+            write_scoring(self.competitions, competition, labels=self.labels, score=self.spec.score, root=self.root)
+            return True
+        return False
+
+    def _infer_with_the_run(self) -> None:
+        """Inference (and the submission, where the stand-in can score one) by ``kaggle-kit run --then infer
+        --submit`` on the rehearsed run."""
+        from kaggle_kit.errors import RunError
+        from kaggle_kit.runs import carry_run
 
         assert self.infer_nb is not None
-        if not self.checkpoint_dataset:
-            _say("no checkpoint dataset (mirroring off): the inference notebook reads the training run's output")
         started = time.monotonic()
-        ref = self._push(self.infer_nb, timeout_s=self.options.session_timeout_s, attach_training_output=True)
-        status = _wait(self.api, ref, timeout_s=self.options.session_timeout_s + 120.0)
-        wall = time.monotonic() - started
-        out = self.workdir / "outputs" / "infer"
-        kernel_output(ref, out, api=self.api)
-        row = SessionRow(name=f"{self.infer_nb.name} (Batch, internet off)", status=str(status["status"]), wall_s=wall,
-                         note=str(status.get("failure_message") or "finished"))
-        self.report.sessions.append(row)
-        submission = out / "submission.csv"
-        if status["status"] != "COMPLETE" or not submission.is_file():
-            self.report.submission_problem = f"inference did not write submission.csv: {row.note}"
+        submit = self._submittable()
+        try:
+            outcome = carry_run(self.project, self.train_nb.name, self._run_options(self.run_name, first_limit=None,
+                                infer=True), api=self.api, say=lambda m: _say(f"run: {m}"))
+        except RunError as exc:
+            self.report.sessions.append(SessionRow(name=f"{self.infer_nb.name} (Batch, internet off)",
+                                                   status="ERROR", wall_s=time.monotonic() - started,
+                                                   note=str(exc).splitlines()[0]))
+            self.report.submission_problem = str(exc)
             return
+        self.report.sessions.append(SessionRow(name=f"{self.infer_nb.name} (Batch, internet off)", status="COMPLETE",
+                                               wall_s=time.monotonic() - started, note="finished"))
+        submission = outcome.submission
+        assert submission is not None
+        scored = outcome.state.submission or {}
+        if submit and scored.get("status") == "COMPLETE":
+            self.report.submission_score = float(scored["score"])
+            self.report.submission_valid = True
+            self.report.notes.append(f"submitted to the stand-in's {scored['competition']} and scored there")
+            return
+        self._score(submission)
+
+    def _score(self, submission: Path) -> None:
         if self.hooks.score is None or self.labels is None:
             self.report.submission_valid = True
             self.report.notes.append("submission written but not scored: declare rehearse.data returning the "
@@ -791,6 +814,28 @@ class _Rehearsal:
             self.report.submission_valid = True
         except KaggleKitError as exc:
             self.report.submission_problem = str(exc)
+
+    def _infer(self) -> None:
+        from kaggle_kit.kernels import kernel_output
+
+        assert self.infer_nb is not None
+        if not self.checkpoint_dataset:
+            _say("no checkpoint dataset (mirroring off): the inference notebook reads the training run's output")
+        started = time.monotonic()
+        cap = self.session_cap or 3600.0
+        ref = self._push(self.infer_nb, timeout_s=cap, attach_training_output=True)
+        status = _wait(self.api, ref, timeout_s=cap + 120.0)
+        wall = time.monotonic() - started
+        out = self.workdir / "outputs" / "infer"
+        kernel_output(ref, out, api=self.api)
+        row = SessionRow(name=f"{self.infer_nb.name} (Batch, internet off)", status=str(status["status"]), wall_s=wall,
+                         note=str(status.get("failure_message") or "finished"))
+        self.report.sessions.append(row)
+        submission = out / "submission.csv"
+        if status["status"] != "COMPLETE" or not submission.is_file():
+            self.report.submission_problem = f"inference did not write submission.csv: {row.note}"
+            return
+        self._score(submission)
 
     def _quota(self) -> None:
         try:

@@ -166,9 +166,12 @@ def test_a_new_project_renders_pushes_and_rehearses_a_killed_run_bit_identical(t
     log = sorted(workdir.glob("outputs/train-*/*.log"))[-1].read_text()
     assert f"resuming at step {resumed['resumed_from_step']} from input" in log, log[-3000:]
     # Its only inputs were the kit, the code, the data and the mirror: it resumed from the mirror.
-    meta = json.loads((workdir / "build" / "train" / "kernel-metadata.json").read_text())
-    assert meta["kernel_sources"] == [] and meta["dataset_sources"] == [
-        "alice/digits-data", "alice/digits-code", "alice/kaggle-kit", "alice/digits-ckpt"]
+    rendered_meta = sorted(workdir.glob("runs/*/build/train/kernel-metadata.json"), key=lambda p: p.stat().st_mtime)
+    meta = json.loads(rendered_meta[-1].read_text())
+    sources = [re.sub(r"/\d+$", "", source) for source in meta["dataset_sources"]]
+    assert meta["kernel_sources"] == [] and sources == [
+        "alice/digits-data", "alice/digits-code", "alice/kaggle-kit", "alice/digits-ckpt"], meta
+    assert re.fullmatch(r"alice/digits-code/\d+", meta["dataset_sources"][1]), "the run pins the code's version"
     assert tree_digest(KIT) == kit_before
 
 

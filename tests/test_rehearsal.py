@@ -11,82 +11,100 @@ from kaggle_kit.errors import KaggleKitError
 from kaggle_kit.rehearsal import RehearsalOptions, RehearsalReport, SessionRow, format_report, rehearse
 
 ROOT = Path(__file__).resolve().parents[1]
-# Long enough that a kill lands mid-training after a few mirrored checkpoints, short enough for CI.
-SHORT = ("train.epochs=40",)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """A small generated project (the kit's `init`): the rehearsal of any declared project, not of the CMFD one."""
+    from kaggle_kit.scaffold import init_project
+
+    root = tmp_path_factory.mktemp("rehearse") / "digits"
+    init_project(root, name="digits", owner="alice")
+    return root
+
+
+@pytest.fixture(scope="module")
+def readme_shell():
+    # A shell that still holds the README's `sim serve` exports, its key a string the kit's own README contains:
+    # the rehearsal must neither talk to that server nor take that key for a leak.
+    example_key = re.search(r"KAGGLE_KEY=(\S+)", (ROOT / "README.md").read_text()).group(1)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": "http://127.0.0.1:9",
+                            "KAGGLE_USERNAME": "alice", "KAGGLE_KEY": example_key,
+                            "KAGGLE_KIT_API_ENDPOINT": "http://127.0.0.1:9"}.items():
+            patch.setenv(name, value)
+        yield
 
 
 @pytest.fixture
 def isolated(kaggle_isolation, monkeypatch):
-    # A shell that still holds the README's `sim serve` exports, its key a string the kit's own README contains:
-    # the rehearsal must neither talk to that server nor take that key for a leak.
     example_key = re.search(r"KAGGLE_KEY=(\S+)", (ROOT / "README.md").read_text()).group(1)
-    for name, value in {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": "http://127.0.0.1:9",
-                        "KAGGLE_USERNAME": "alice", "KAGGLE_KEY": example_key,
-                        "KAGGLE_KIT_API_ENDPOINT": "http://127.0.0.1:9"}.items():
-        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KAGGLE_KEY", example_key)
     return kaggle_isolation
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> RehearsalReport:
-    """The reference: the same training without a kill."""
-    report = rehearse(ROOT, RehearsalOptions(kill_after_s=0, overrides=SHORT, infer=False,
-                                             workdir=tmp_path_factory.mktemp("clean") / "run"))
-    assert [s.status for s in report.sessions] == ["COMPLETE"] and report.weights_sha256
-    return report
-
-
-def _rehearse_killed(tmp_path: Path, name: str, **options) -> RehearsalReport:
-    """Rehearse with a kill that lands mid-training: a machine slow to start a kernel gets a later kill."""
-    for attempt, kill in enumerate((20.0, 45.0)):
-        report = rehearse(ROOT, RehearsalOptions(kill_after_s=kill, overrides=SHORT, checkpoint_every_s=2.0,
-                                                 workdir=tmp_path / f"{name}-{attempt}", **options))
-        if len(report.sessions) > 1 and report.sessions[1].resumed_from:
-            break
-    return report
+def batch(tiny_root, readme_shell, tmp_path_factory) -> tuple[RehearsalReport, Path]:
+    """The rehearsal the README runs: a reference run, a run killed half-way and resumed, inference, the score."""
+    workdir = tmp_path_factory.mktemp("batch") / "run"
+    return rehearse(tiny_root, RehearsalOptions(checkpoint_every_s=2.0, workdir=workdir)), workdir
 
 
 def _killed_then_resumed(report: RehearsalReport) -> tuple[SessionRow, SessionRow]:
-    first, second = report.sessions[0], report.sessions[1]
-    assert first.status == "KILLED" and second.status == "COMPLETE"
+    # A kill that missed (the machine got faster or slower) is tried once more: the pair is the killed session and
+    # the one after it.
+    killed = next((i for i, s in enumerate(report.sessions) if s.status == "KILLED"), None)
+    assert killed is not None, format_report(report)
+    first, second = report.sessions[killed], report.sessions[killed + 1]
+    assert first.status == "KILLED" and second.status == "COMPLETE", format_report(report)
     assert second.resumed_from and second.resumed_from > 0, "the second session did not resume"
     return first, second
 
 
 @pytest.mark.slow
-def test_batch_kill_resumes_from_the_mirror_bit_identical_and_submits(tmp_path, isolated, uninterrupted):
-    report = _rehearse_killed(tmp_path, "killed")
+def test_batch_kill_resumes_from_the_mirror_bit_identical_and_submits(batch):
+    report, workdir = batch
     first, _ = _killed_then_resumed(report)
-    assert first.lost_steps is not None and first.lost_steps >= 0 and first.lost_minutes is not None
+    assert report.sessions[0].name == "train #1 (reference)" and report.bit_identical is True
+    assert report.kill_after_s is not None
+    assert first.lost_steps is not None and first.lost_steps >= 0
     assert max(report.dataset_versions.values()) >= 2
-    assert report.submission_valid and report.submission_score is not None
-    assert report.weights_sha256 == uninterrupted.weights_sha256
-    assert not list(tmp_path.glob("killed-*")), "without --keep nothing is left behind"
+    assert report.submission_valid and report.submission_score is not None and report.ok
+    text = format_report(report)
+    assert "resumed run bit-identical to the uninterrupted reference run: yes" in text
+    assert "the sessions imported the kit from /kaggle/input/datasets/alice/kaggle-kit" in text
+    assert not workdir.exists(), "without --keep nothing is left behind"
 
 
 @pytest.mark.slow
-def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tmp_path, isolated, uninterrupted):
-    report = _rehearse_killed(tmp_path, "interactive", run_type="Interactive", infer=False, keep=True)
+def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tiny_root, readme_shell, batch, tmp_path):
+    # The kill measured by the Batch rehearsal, and its reference weights: the same training, no second reference.
+    measured, _ = batch
+    report = rehearse(tiny_root, RehearsalOptions(run_type="Interactive", infer=False, keep=True,
+                                                  kill_after_s=measured.kill_after_s, checkpoint_every_s=2.0,
+                                                  workdir=tmp_path / "interactive"))
     _killed_then_resumed(report)
     assert all("working folder wiped" in s.note for s in report.sessions)
-    assert not list(tmp_path.glob("interactive-*/sandbox/**/progress.json")), "working must be gone"
-    assert report.weights_sha256 == uninterrupted.weights_sha256
+    assert not list(tmp_path.glob("interactive/sandbox/**/progress.json")), "working must be gone"
+    assert report.weights_sha256 == measured.reference_sha256
 
 
 @pytest.mark.slow
-def test_without_internet_the_batch_output_carries_the_run(tmp_path, isolated, uninterrupted):
+def test_without_internet_the_batch_output_carries_the_run(tiny_root, readme_shell, batch, tmp_path):
     # The legacy input layout here (the other rehearsals use the current one): the notebooks find their inputs in both.
-    report = _rehearse_killed(tmp_path, "offline", internet=False, keep=True, input_layout="legacy")
+    measured, _ = batch
+    report = rehearse(tiny_root, RehearsalOptions(internet=False, keep=True, input_layout="legacy",
+                                                  kill_after_s=measured.kill_after_s, checkpoint_every_s=2.0,
+                                                  workdir=tmp_path / "offline"))
     _killed_then_resumed(report)
     assert report.dataset_versions == {}, "nothing can be mirrored without internet"
-    first_log = sorted(tmp_path.glob("offline-*/outputs/train-1/*.log"))[-1].read_text()
+    first_log = sorted((tmp_path / "offline" / "outputs").glob("train-1/*.log"))[-1].read_text()
     assert "NOT mirrored" in first_log, "mirroring off must be said loudly in the session's log"
-    assert report.submission_valid
-    assert report.weights_sha256 == uninterrupted.weights_sha256
+    assert report.submission_valid and report.weights_sha256 == measured.reference_sha256
     assert report.input_layout == "legacy" and "inputs under the legacy layout" in format_report(report)
     # The sessions' logs are Kaggle's: nothing of the stand-in in them (its messages are in its own log).
     assert "kaggle-kit sandbox" not in first_log
-    sandbox_logs = sorted(tmp_path.glob("offline-*/sandbox/sessions/*/sandbox.log"))
+    sandbox_logs = sorted(tmp_path.glob("offline/sandbox/sessions/*/sandbox.log"))
     assert sandbox_logs and all("inputs under the legacy layout" in p.read_text() for p in sandbox_logs)
 
 
@@ -132,22 +150,31 @@ def test_summary_names_the_work_lost_and_the_baseline():
     assert "bit-identical to the uninterrupted reference run: NO" in format_report(report) and not report.ok
 
 
-class _Sessions:
-    """Stands in for the sandbox: each call says how a training session would end, as the rehearsal sees it."""
+class _Chains:
+    """Stands in for the run engine: each call says how one run of it would end, as the rehearsal sees it."""
 
-    def __init__(self, rows):
-        self.rows = list(rows)
+    def __init__(self, results):
+        self.results = list(results)
         self.calls = []
 
-    def __call__(self, index, limit, resume):
-        self.calls.append((index, round(limit, 1), resume))
-        return self.rows.pop(0)
+    def __call__(self, first_limit):
+        self.calls.append(None if first_limit is None else round(first_limit, 1))
+        result = self.results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
 
 def _row(status, *, resumed=None, bounds=None):
     row = SessionRow("train", status, wall_s=1.0, resumed_from=resumed, step_end=10)
     row.training_bounds = bounds
     return row
+
+
+def _no_progress():
+    from kaggle_kit.errors import RunError
+
+    return RunError("stopped without saving a new checkpoint", cause="no_progress")
 
 
 def _orchestrator(tmp_path, monkeypatch):
@@ -163,30 +190,33 @@ def _orchestrator(tmp_path, monkeypatch):
 
 def test_the_auto_kill_lands_half_way_through_the_measured_training(tmp_path, monkeypatch):
     run = _orchestrator(tmp_path, monkeypatch)
-    sessions = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("KILLED"), _row("COMPLETE", resumed=40)])
-    run._train_sessions(sessions)
-    assert sessions.calls == [(1, 600.0, False), (2, 30.0, False), (3, 600.0, True)]
+    chains = _Chains([[_row("COMPLETE", bounds=(10.0, 50.0))], [_row("KILLED"), _row("COMPLETE", resumed=40)]])
+    run._train_sessions(chains)
+    assert chains.calls == [None, 30.0]
     assert [s.status for s in run.report.sessions] == ["COMPLETE", "KILLED", "COMPLETE"]
     assert run.report.reference_sha256 == "ref" and run.report.sessions[0].name.endswith("reference)")
+    assert run.session_cap == 120.0, "the sessions not meant to be killed are capped from the measured one"
 
 
 def test_a_kill_that_missed_the_training_is_moved_and_tried_again(tmp_path, monkeypatch):
     run = _orchestrator(tmp_path, monkeypatch)
-    late = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("COMPLETE"), _row("KILLED"),
-                      _row("COMPLETE", resumed=20)])
+    late = _Chains([[_row("COMPLETE", bounds=(10.0, 50.0))], [_row("COMPLETE")],
+                    [_row("KILLED"), _row("COMPLETE", resumed=20)]])
     run._train_sessions(late)
-    assert [c[1] for c in late.calls] == [600.0, 30.0, 18.0, 600.0]
+    assert late.calls == [None, 30.0, 18.0]
     run = _orchestrator(tmp_path, monkeypatch)
-    early = _Sessions([_row("COMPLETE", bounds=(10.0, 50.0)), _row("KILLED"), _row("COMPLETE", resumed=0),
-                       _row("KILLED"), _row("COMPLETE", resumed=30)])
+    early = _Chains([[_row("COMPLETE", bounds=(10.0, 50.0))], _no_progress(),
+                     [_row("KILLED"), _row("COMPLETE", resumed=30)]])
     run._train_sessions(early)
-    assert [c[1] for c in early.calls] == [600.0, 30.0, 600.0, 48.0, 600.0]
+    assert early.calls == [None, 30.0, 48.0]
     assert any("before the first checkpoint" in note for note in run.report.notes)
 
 
 def test_a_fixed_kill_before_the_first_checkpoint_is_said_not_hidden(tmp_path, monkeypatch):
     run = _orchestrator(tmp_path, monkeypatch)
     run.kill = 5.0
-    run._train_sessions(_Sessions([_row("KILLED"), _row("COMPLETE", resumed=None)]))
+    chains = _Chains([_no_progress(), _no_progress()])
+    run._train_sessions(chains)
+    assert chains.calls == [5.0, 8.0], "a slower machine than the kill was set for gets one later kill"
     assert any("no resume was rehearsed" in note for note in run.report.notes)
     assert "no resume was rehearsed" in format_report(run.report) and not run.report.ok

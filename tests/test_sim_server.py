@@ -282,7 +282,7 @@ def test_rpcs_come_from_the_areas_each_declared_once(kaggle_isolation: Path, tmp
             return {"shadow": user}
 
     with SimServer(tmp_path / "state", username=SIM_USER, key="k" * 32) as server:
-        assert len(server.rpc_names) == 19
+        assert len(server.rpc_names) == 26
         assert {"blobs.BlobApiService/StartBlobUpload", "datasets.DatasetApiService/CreateDataset",
                 "kernels.KernelsApiService/SaveKernel", "kernels.KernelsApiService/GetAcceleratorQuotaStatistics",
                 "security.OAuthService/IntrospectToken"} <= set(server.rpc_names)

@@ -21,6 +21,7 @@ from kaggle_kit.commands import (
     push,
     rehearse,
     render,
+    run,
     sim,
     status,
 )
@@ -29,7 +30,7 @@ from kaggle_kit.errors import KaggleKitError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (init, doctor, lint, render, publish_code, publish_kit, push, status, output, rehearse, sim)
+COMMANDS = (init, doctor, lint, render, publish_code, publish_kit, push, status, output, run, rehearse, sim)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -227,6 +227,24 @@ class Kernels:
             return None
         return path
 
+    def version_status(self, owner: str, slug: str, number: int | None) -> str | None:
+        """The status of version ``number`` (None: the newest) of kernel ``owner/slug``, or None when there is none."""
+        with self.store.lock:
+            try:
+                return str(self.version(self.find(owner, slug), number)["status"])
+            except ApiError:
+                return None
+
+    def latest_output_file(self, owner: str, slug: str, number: int, rel: str) -> Path | None:
+        """Like :meth:`output_file`, with ``number`` 0 for the newest version."""
+        if not number:
+            with self.store.lock:
+                try:
+                    number = int(self.find(owner, slug)["versions"][-1]["number"])
+                except ApiError:
+                    return None
+        return self.output_file(owner, slug, number, rel)
+
     def _version_dir(self, record: dict[str, Any], number: int) -> Path:
         return self.store.kernel_dir(kernel_handle(record["owner"], record["slug"]), number)
 

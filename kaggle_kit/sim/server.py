@@ -6,8 +6,8 @@ the session sandbox when given one, and injects faults on request.
 
 The RPCs (``<package.Service>/<Method>``) are declared by the API areas, each in its own module: ``uploads``
 (``blobs.BlobApiService``), ``datasets`` (``datasets.DatasetApiService``), ``kernels`` and ``quota``
-(``kernels.KernelsApiService``), and this module (``security.OAuthService/IntrospectToken``). Anything else answers
-404 with a message naming the method.
+(``kernels.KernelsApiService``), ``competitions`` (``competitions.CompetitionApiService``), and this module
+(``security.OAuthService/IntrospectToken``). Anything else answers 404 with a message naming the method.
 
 Downloads (blobs, kernel outputs) are served to a bare GET only through the signed, expiring URLs the RPCs hand out
 (or with the server's credentials); Kaggle's limits and the stand-in's strictness are :class:`SimSettings`.
@@ -33,6 +33,7 @@ from kaggle_kit import envvars
 from kaggle_kit.env import LAYOUTS
 from kaggle_kit.errors import ConfigError, KaggleKitError
 from kaggle_kit.kaggle_platform import WEEKLY_GPU_QUOTA_S
+from kaggle_kit.sim.competitions import Competitions
 from kaggle_kit.sim.datasets import Datasets
 from kaggle_kit.sim.faults import FAULT_KINDS, Fault, FaultQueue, make_fault
 from kaggle_kit.sim.http import make_http_server
@@ -123,7 +124,10 @@ class SimServer:
             models_dir=Path(models_dir) if models_dir else None, clock_scale=clock_scale,
             input_layout=input_layout)
         self.kernels = Kernels(self.store, self.datasets, self.sessions, base_url=base_url, signer=self.signer)
-        self._rpcs = rpc_table(self, self.uploads, self.datasets, self.kernels, self.quota)
+        self.competitions = Competitions(self.store, self.uploads, competitions_dir=lambda: self.competitions_dir,
+                                         kernel_output=self.kernels.latest_output_file,
+                                         kernel_status=self.kernels.version_status)
+        self._rpcs = rpc_table(self, self.uploads, self.datasets, self.kernels, self.quota, self.competitions)
 
     # Settings, each kept by the area it governs.
 
