@@ -1,10 +1,11 @@
-# Two entry points (see README): `make rehearse` runs the main job, `make test` runs the whole test suite.
+# Two entry points (see README): `make rehearse` runs the main job, `make test` runs the whole test suite (in parallel,
+# one worker per core: setup.cfg). `make test-quick` leaves out the tests marked slow, for a quick loop while working.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: rehearse test doctor venv clean
+.PHONY: rehearse test test-quick doctor venv clean
 
 $(STAMP): setup.cfg pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ doctor: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,9 +4,11 @@ Dropout (torch RNG), input noise from numpy's and python's global generators, Ad
 come back exactly for the final weights to match an uninterrupted run. The data order is a function of (seed, epoch)
 and the position within the epoch travels as ``data_state``, so a resume continues with the exact next batch.
 
-Test hooks (never used by the kit): ``--sigterm-at N`` sends SIGTERM to the process group after step N; ``--kill-in-write N`` SIGKILLs the process halfway through writing the N-th
-checkpoint's tensor file; ``--kill-in-upload N`` SIGKILLs it (and its uploader process) once the N-th upload has
-started.
+Test hooks (never used by the kit): ``--sigterm-at N`` sends SIGTERM to the process group after step N;
+``--kill-in-write N`` SIGKILLs the process halfway through writing the N-th checkpoint's tensor file;
+``--kill-in-upload N`` SIGKILLs it (and its uploader process) once the N-th upload has started; ``--hold-at-end``
+waits for its standard input to close after the last step, before the final save, so a kill timed by the caller
+always lands before the run finishes, however fast or slow the machine.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kill-in-write", type=int, default=0)
     parser.add_argument("--kill-in-upload", type=int, default=0)
     parser.add_argument("--sigterm-at", type=int, default=0)
+    parser.add_argument("--hold-at-end", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.killpg(os.getpgid(0), signal.SIGTERM)
             if args.step_sleep:
                 time.sleep(args.step_sleep)
+    if args.hold_at_end:
+        sys.stdin.read()
     ckpt.save(step=step, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler,
               data_state={"epoch_seed": args.seed, "position": position})
     if mirror is not None and args.kill_in_upload:

@@ -13,15 +13,24 @@
 * ``kit_attached``: the kit attached to a sandboxed session the way Kaggle allows it, as a dataset: its ``mount``
   for ``SessionSpec.mounts`` and the ``bootstrap`` cell that puts it on ``sys.path`` (a session sees nothing else of
   this machine, the kit's installation included).
+
+Every test runs under pytest-timeout's limit (setup.cfg), a safety net sized for a loaded machine, never a measure
+of speed. When it fires, the failure names what was still running: the processes the test started (sandboxed
+kernels, CLI subprocesses, training ranks), how long each had run, and where each thread of the test was.
 """
 
 from __future__ import annotations
 
+import compileall
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -129,7 +138,14 @@ def kaggle_cli(sim_server: object) -> Callable[..., subprocess.CompletedProcess[
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``@pytest.mark.gpu`` tests on machines without CUDA (torch is imported only if one is collected)."""
+    """Modules with the most ``slow`` tests first, so parallel workers (one module each) never end on a long one
+    while the others idle; and skip ``@pytest.mark.gpu`` tests on machines without CUDA (torch is imported only if
+    one is collected)."""
+    slow: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slow[module] = slow.get(module, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable: file order within a module
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
@@ -176,7 +192,85 @@ def kit_attached(tmp_path_factory: pytest.TempPathFactory) -> AttachedKit:
     """This checkout's kit, copied into a dataset folder (with its byte code, so sessions import it fast)."""
     folder = tmp_path_factory.mktemp("kit") / "dataset"  # mktemp's own folder is private to this user
     folder.mkdir(mode=0o755)
-    shutil.copytree(REPO / "kaggle_kit", folder / "kaggle_kit")
+    shutil.copytree(REPO / "kaggle_kit", folder / "kaggle_kit", ignore=shutil.ignore_patterns("__pycache__"))
+    # A session cannot write byte code into its read-only input: compiled here, once, it never compiles the kit.
+    compileall.compile_dir(folder / "kaggle_kit", quiet=1)
     for path in folder.rglob("*"):  # readable by the session's unprivileged id, whatever this checkout's umask
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
     return AttachedKit(folder)
+
+
+def _descendants(root: int) -> list[tuple[int, float, str]]:
+    """(pid, seconds running, command line) of every live process below ``root``, oldest first."""
+    table: dict[int, tuple[int, int]] = {}  # pid -> (ppid, start in clock ticks since boot)
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().decode(errors="replace").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            table[int(entry)] = (int(fields[1]), int(fields[19]))
+    family: set[int] = set()
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in table.items():
+            if (ppid == root or ppid in family) and pid not in family:
+                family.add(pid)
+                grew = True
+    try:
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+    except OSError:
+        uptime = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = []
+    for pid in family:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        found.append((pid, max(0.0, uptime - table[pid][1] / ticks), command))
+    return sorted(found, key=lambda row: -row[1])
+
+
+def _still_running(item: pytest.Item, timeout: float) -> str:
+    """What a test that ran past its timeout was still doing: its processes and its threads."""
+    lines = [f"{item.nodeid} was still running after {timeout:g} s, pytest-timeout's limit (a safety net sized "
+             "for a loaded machine; pass --timeout=SECONDS for a slower one). Still running:"]
+    processes = _descendants(os.getpid())
+    for pid, age, command in processes:
+        lines.append(f"  process {pid}, {age:.0f} s old: {command[:300]}")
+    if not processes:
+        lines.append("  no process of its own")
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        where = traceback.extract_stack(frame)[-1]
+        lines.append(f"  thread {names.get(ident, ident)}: {where.filename}:{where.lineno} in {where.name}")
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's signal method, with a failure message that says what was still running."""
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return None  # pytest-timeout's own way (the thread method dumps every stack)
+
+    def fire(signum: int, frame: Any) -> None:
+        __tracebackhide__ = True
+        pytest.fail(_still_running(item, settings.timeout), pytrace=True)
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # what pytest-timeout's cancel hook calls
+    signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True

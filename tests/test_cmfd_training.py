@@ -17,7 +17,7 @@ from kaggle_kit.cmfd.model import build_model
 from kaggle_kit.cmfd.rehearsal import make_demo_competition
 from kaggle_kit.cmfd.synthetic import make_synthetic_competition
 
-STEPS = 300
+STEPS = 200  # past where it starts to learn (between 100 and 150 steps) with a margin
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def test_ddp_from_a_notebook_on_simulated_two_t4(tmp_path, kit_attached):
     nb = nbformat.v4.new_notebook()
     # The kit is an attached dataset, on the kernel's sys.path only: the ranks must find it too.
     nb.cells = [nbformat.v4.new_code_cell(cell) for cell in (kit_attached.bootstrap, *_CELLS)]
-    spec = SessionSpec(nb, run_type="Batch", internet=False, accelerator="T4x2", time_limit_s=300,
+    spec = SessionSpec(nb, run_type="Batch", internet=False, accelerator="T4x2", time_limit_s=900,
                        mounts=(kit_attached.mount,), cwd_files={"ddp_work.py": _MODULE})
     result = Sandbox(tmp_path / "work").run(spec)
     assert result.status == "COMPLETE", result.failure_message

@@ -135,26 +135,30 @@ def test_versions_carry_latest_best_pointer_and_ledger(sim_server: object, kaggl
 
 
 def test_local_checkpoints_go_only_after_the_upload_is_confirmed(sim_server: object, kaggle_root: Path) -> None:
-    sim_server.inject_fault("slow", match="StartBlobUpload", delay=1.0)  # type: ignore[attr-defined]
-    mirror = _mirror("alice/mirror-retention")
+    # Uploads are refused (and retried) until the test lifts the fault: step 1 stays in flight however slow the test.
+    sim_server.inject_fault("429", match="StartBlobUpload", for_s=3600)  # type: ignore[attr-defined]
+    mirror = _mirror("alice/mirror-retention", max_attempts=200)
     ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror, keep=1)
     model = _model()
     ck.save(step=1, model=model)
     ck.save(step=2, model=model)
     # keep=1, but step 1 is not in the dataset yet (its upload is in flight): it must stay.
     assert [i.step for i in ck.checkpoints()] == [2, 1]
+    sim_server.clear_faults()  # type: ignore[attr-defined]
     assert ck.flush(timeout=60)
     assert [i.step for i in ck.checkpoints()] == [2]
 
 
 def test_a_newer_checkpoint_replaces_a_waiting_one(sim_server: object, kaggle_root: Path) -> None:
-    sim_server.inject_fault("slow", match="StartBlobUpload", delay=1.0)  # type: ignore[attr-defined]
+    # The first upload is held (refused and retried) until every save is done, however slow the machine.
+    sim_server.inject_fault("429", match="StartBlobUpload", for_s=3600)  # type: ignore[attr-defined]
     handle = "alice/mirror-coalesce"
-    mirror = _mirror(handle)
+    mirror = _mirror(handle, max_attempts=200)
     ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror, keep=5)
     model = _model()
     for step in range(1, 6):
         ck.save(step=step, model=model)
+    sim_server.clear_faults()  # type: ignore[attr-defined]
     assert ck.flush(timeout=60)
     status = mirror.status()
     assert status["skipped"] >= 2 and status["uploads"] <= 3
@@ -230,14 +234,15 @@ def test_a_new_version_refused_while_it_processes_is_waited_out_by_status(
     handle = f"alice/processing-window-{refusal}"
     log = sim_server.request_log  # type: ignore[attr-defined]
     seen = len(log)
-    # The files of a new version are refused for a while after it is READY (users report 404 for seconds).
-    with sim_server.configured(files_delay_s=1.0, files_refusal_status=refusal):  # type: ignore[attr-defined]
-        mirror = _mirror(handle)
+    # The files of a new version are refused for a while after it is READY (users report 404 for seconds); here
+    # until the mirror has met the refusal, however long that takes on this machine.
+    with sim_server.configured(files_delay_s=3600, files_refusal_status=refusal):  # type: ignore[attr-defined]
+        mirror = _mirror(handle, max_attempts=200)
         ck = Checkpointer(kaggle_root / "working" / "ck", mirror=mirror)
         ck.save(step=1, model=_model())
-        assert ck.flush(timeout=60), mirror.status()
-    refused = [code for _, path, code in list(log)[seen:] if path.endswith("/ListDatasetFiles")]
-    assert refusal in refused, "the stand-in never refused the listing: the test did not exercise the wait"
+        _until(lambda: any(code == refusal for _, path, code in list(log)[seen:] if path.endswith("/ListDatasetFiles")),
+               f"the stand-in to refuse the listing with {refusal}")
+    assert ck.flush(timeout=60), mirror.status()
     assert mirror.confirmed().latest_step == 1 and mirror.status()["last_error"] is None
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _ckpt_train_script  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("_ckpt_train_script.py")
-STEPS = 120
+STEPS = 80
 
 
 def _uploaders_of(root: Path) -> list[int]:

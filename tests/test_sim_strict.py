@@ -114,40 +114,84 @@ def _status_and_json(reply: bytes) -> tuple[int, dict[str, Any]]:
 
 def test_a_session_stopped_at_its_limit_ends_as_kaggle_reports_it(kaggle_cli: Any, sim_server: Any,
                                                                   tmp_path: Path) -> None:
+    _needs_sandbox(sim_server)
+    slug = "stopped-at-limit"
+    folder = _kernel_folder(tmp_path / "k", slug, ["import time\nwhile True:\n    time.sleep(0.05)"])
+    # The limit pushed with the version ends it, however long the kernel took to start.
+    _ok(kaggle_cli("kernels", "push", "-p", str(folder), "--timeout", "3"))
+    assert sim_server.wait_for_sessions(timeout=240)
+    status = _ok(kaggle_cli("kernels", "status", f"{SIM_USER}/{slug}"))
+    assert "CANCEL_ACKNOWLEDGED" in status and "ERROR" not in status
+    proc = subprocess.run([sys.executable, "-m", "kaggle_kit", "status", f"{SIM_USER}/{slug}"],
+                          env=sim_server.client_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "CANCEL_ACKNOWLEDGED (killed: stopped before it finished" in proc.stdout, (
+        proc.stdout + proc.stderr)
+
+
+def test_a_session_stopped_mid_run_keeps_its_output_and_bills_its_quota_as_kaggle_does(
+        kaggle_cli: Any, sim_server: Any, tmp_path: Path) -> None:
     from kaggle_kit.kaggle_api import make_api
 
     _needs_sandbox(sim_server)
-    slug = "stopped-at-limit"
+    slug = "stopped-mid-run"
+    # The session holds at a point the test chooses (it waits for a byte from this socket), then its training
+    # reaches step 1 and the stand-in stops it there: no second counts, so a slow machine stops it at the same point.
+    gate = socket.create_server(("127.0.0.1", 0))
     cells = ["open('/kaggle/working/partial.txt', 'w').write('written before the stop')",
-             "import time\nwhile True:\n    time.sleep(0.05)"]
-    folder = _kernel_folder(tmp_path / "k", slug, cells, enable_gpu=True)
+             "import json, os, socket, time\n"
+             f"socket.create_connection(('127.0.0.1', {gate.getsockname()[1]})).recv(1)\n"
+             "json.dump({'step': 1}, open('/kaggle/working/progress.tmp', 'w'))\n"
+             "os.replace('/kaggle/working/progress.tmp', '/kaggle/working/progress.json')\n"
+             "while True:\n    time.sleep(0.05)",
+             "open('/kaggle/working/after.txt', 'w').close()"]
+    folder = _kernel_folder(tmp_path / "k", slug, cells, enable_gpu=True, enable_internet=True)
+    sim_server.sessions.kill_at_step(f"{SIM_USER}/{slug}", 1)
     api = make_api()
-    _ok(kaggle_cli("kernels", "push", "-p", str(folder), "--timeout", "3"))
-    _until(lambda: api.kernels_status(f"{SIM_USER}/{slug}").status.name == "RUNNING", "the session to run")
-    # The GPU quota counts while the session runs, as Kaggle's does (before: only once it had ended).
-    first = api.quota_view().gpu_quota.time_used.total_seconds()
-    moved = _until(lambda: api.quota_view().gpu_quota.time_used.total_seconds() > first, "the quota to move", 30)
-    assert moved and api.kernels_status(f"{SIM_USER}/{slug}").status.name == "RUNNING"
-    during = api.quota_view().gpu_quota.time_used.total_seconds()
-    assert sim_server.wait_for_sessions(timeout=240)
+    try:
+        _ok(kaggle_cli("kernels", "push", "-p", str(folder)))
+        gate.settimeout(300)
+        held, _ = gate.accept()
+        with held:
+            assert api.kernels_status(f"{SIM_USER}/{slug}").status.name == "RUNNING"
+            # The GPU quota counts while the session runs, as Kaggle's does (before: only once it had ended).
+            first = api.quota_view().gpu_quota.time_used.total_seconds()
+            _until(lambda: api.quota_view().gpu_quota.time_used.total_seconds() > first, "the quota to move", 60)
+            assert api.kernels_status(f"{SIM_USER}/{slug}").status.name == "RUNNING"
+            during = api.quota_view().gpu_quota.time_used.total_seconds()
+            held.sendall(b"1")
+            assert sim_server.wait_for_sessions(timeout=240)
+    finally:
+        gate.close()
     assert api.quota_view().gpu_quota.time_used.total_seconds() >= during
 
     status = _ok(kaggle_cli("kernels", "status", f"{SIM_USER}/{slug}"))
     assert "CANCEL_ACKNOWLEDGED" in status and "ERROR" not in status
     _ok(kaggle_cli("kernels", "output", f"{SIM_USER}/{slug}", "-p", str(tmp_path / "out")))
     assert (tmp_path / "out" / "partial.txt").read_text() == "written before the stop"
+    assert not (tmp_path / "out" / "after.txt").exists()
 
     # The kit reads it as a stop from the status and the evidence, in the one classifier every command uses.
     proc = subprocess.run([sys.executable, "-m", "kaggle_kit", "status", f"{SIM_USER}/{slug}"],
                           env=sim_server.client_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "CANCEL_ACKNOWLEDGED (killed: stopped before it finished" in proc.stdout
-    assert "1 output file(s) kept" in proc.stdout
+    assert "2 output file(s) kept" in proc.stdout, proc.stdout
 
     # Outputs download only through the signed URL the API handed out: a guessed one is refused.
     guessed = f"{sim_server.url}/_sim/outputs/{SIM_USER}/{slug}/1/partial.txt"
     assert requests.get(guessed).status_code == 401
     assert requests.get(guessed + "?expires=99999999999&signature=" + "0" * 64).status_code == 403
+
+
+@pytest.mark.parametrize(("kernel", "step", "message"), [
+    ("no-owner", 1, "owner/slug"), (f"{SIM_USER}/some-kernel", -1, "whole number"),
+    (f"{SIM_USER}/some-kernel", 1.5, "whole number")])
+def test_a_kill_at_step_for_no_kernel_or_no_step_is_refused(sim_server: Any, kernel: str, step: Any,
+                                                          message: str) -> None:
+    from kaggle_kit.errors import KaggleKitError
+
+    with pytest.raises(KaggleKitError, match=message):
+        sim_server.sessions.kill_at_step(kernel, step)
 
 
 def test_tpu_time_is_billed_to_the_tpu_quota(sim_server: Any, tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ the legacy one (``<slug>``), as Kaggle does one or the other.
 The notebook runs cell by cell in a real ipykernel (nbclient); the kernel sees Kaggle's environment variables, the
 user's secrets only through the ``kaggle_secrets`` stand-in, and the sandbox's own variables (the simulated
 accelerator, the scaled session limit, the GPU quota left). At the session limit, or when the weekly GPU quota runs
-out, every process of the session is SIGKILLed without warning, as on Kaggle; only then is ``/kaggle/working`` saved
+out, every process of the session is SIGKILLed without warning, as on Kaggle (and so, for tests, at a training step:
+``SessionSpec.kill_at_step``, a kill placed by progress rather than seconds); only then is ``/kaggle/working`` saved
 (Batch, with the files Kaggle adds: see :mod:`kaggle_kit.sim.sandbox_outputs`) or dropped (Interactive).
 
 Session folder layout::
@@ -69,6 +70,7 @@ from kaggle_kit.sim.sandbox_kernel import (
     SessionClient,
     SessionKernelManager,
     SessionLog,
+    StepWatch,
     kill_session,
     session_namespace,
 )
@@ -150,6 +152,11 @@ class SessionSpec:
         isolation: "namespace", "env" (the ``KAGGLE_KIT_KAGGLE_ROOT`` fallback), or "auto" (namespace where
             possible; ``KAGGLE_KIT_SIM_ISOLATION`` can force either).
         project_root: given to the kernel as ``KAGGLE_KIT_ROOT`` (a path as the kernel sees it); unset when None.
+        kill_at_step: for tests: kill the session as the time limit does (every process SIGKILLed, the output kept
+            as it was) once a training loop's ``progress.json`` under ``/kaggle/working`` reports this optimizer
+            step or a later one. A kill placed by progress, not by seconds, lands at the same point of the training
+            on a slow machine; it lands at that step or a few steps later (the session runs on while it is read), so
+            place it just after a checkpoint for a resume step that does not move. None: no such kill.
     """
 
     notebook: Path | nbformat.NotebookNode
@@ -169,6 +176,7 @@ class SessionSpec:
     session_id: str | None = None
     isolation: str = "auto"
     project_root: str | None = None
+    kill_at_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -176,8 +184,8 @@ class SessionResult:
     """How a session ended and where its traces are.
 
     Attributes:
-        status: "COMPLETE", "ERROR" (a cell raised, or the kernel died) or "KILLED" (limit or quota).
-        killed_by: "time" or "quota" when KILLED, else None.
+        status: "COMPLETE", "ERROR" (a cell raised, or the kernel died) or "KILLED" (limit, quota or kill at a step).
+        killed_by: "time", "quota" or "step" (``SessionSpec.kill_at_step``) when KILLED, else None.
         output_dir: Batch: ``/kaggle/working`` as it was when the session ended, with Kaggle's own files added;
             Interactive: None.
         executed_notebook: the notebook with the outputs of every cell that ran.
@@ -195,6 +203,8 @@ class SessionResult:
         killed_at: epoch seconds when the kill was done (every process of the session dead), or None.
         session_dir: the session's folder.
         input_layout: the layout the inputs were mounted under.
+        killed_at_step: for a kill at a step, the step the progress file reported when the kill was decided (the
+            session may have gone a little further), else None.
     """
 
     status: str
@@ -214,6 +224,7 @@ class SessionResult:
     killed_at: float | None
     session_dir: Path
     input_layout: str
+    killed_at_step: int | None = None
 
 
 @dataclass
@@ -323,6 +334,7 @@ class Sandbox:
             killed_at=outcome.get("killed_at"),
             session_dir=session.folder,
             input_layout=spec.input_layout,
+            killed_at_step=outcome.get("killed_at_step"),
         )
 
     def _prepare(self, spec: SessionSpec) -> _Session:
@@ -421,6 +433,7 @@ class Sandbox:
         stderr_path = session.folder / "kernel.stderr"
         outcome: dict[str, Any] = {}
         deadline: Deadline | None = None
+        watch: StepWatch | None = None
         client: SessionClient | None = None
         namespace: str | None = None
         loop = asyncio.get_running_loop()
@@ -442,6 +455,10 @@ class Sandbox:
 
                 deadline = Deadline(delay - (time.monotonic() - start), reason, kill)
                 deadline.start()
+                if spec.kill_at_step is not None:
+                    watch = StepWatch(session.tree / "working", spec.kill_at_step,
+                                      lambda step: deadline is not None and deadline.fire_now("step"))
+                    watch.start()
                 client = SessionClient(
                     session.nb, km=km, log=log, timeout=None, startup_timeout=120, allow_errors=False,
                     record_timing=True, kernel_name="python3",
@@ -463,6 +480,8 @@ class Sandbox:
         finally:
             if deadline is not None:
                 deadline.disarm()
+            if watch is not None:
+                watch.stop()
             kernel_pid: int | None = outcome.get("pid")
             if kernel_pid:
                 # Kaggle ends the whole container with the session: nothing the notebook started outlives it.
@@ -473,7 +492,7 @@ class Sandbox:
             await _shutdown(km, client)
             _running_pids.pop(str(session.folder), None)
         if deadline is not None and deadline.fired and outcome.get("status") != "COMPLETE":
-            outcome.update(_killed(deadline, session))
+            outcome.update(_killed(deadline, session, step=watch.seen_step if watch is not None else None))
         outcome.setdefault("status", "ERROR")
         if session.interrupted and outcome["status"] != "COMPLETE":
             outcome["failure"] = "The session was interrupted by the caller."
@@ -551,6 +570,10 @@ def _validate(spec: SessionSpec) -> tuple[tuple[Path, str], ...]:
         raise SandboxError(f"clock_scale must be positive (Kaggle seconds per real second), got {spec.clock_scale}")
     if not spec.time_limit_s > 0:
         raise SandboxError(f"time_limit_s must be positive, got {spec.time_limit_s}")
+    if spec.kill_at_step is not None and (isinstance(spec.kill_at_step, bool) or not isinstance(spec.kill_at_step, int)
+                                          or spec.kill_at_step < 0):
+        raise SandboxError(f"kill_at_step must be an optimizer step (a whole number, 0 or more), "
+                           f"got {spec.kill_at_step!r}")
     if spec.quota_left_s is not None and spec.quota_left_s < 0:
         raise SandboxError(f"quota_left_s must be zero or more, got {spec.quota_left_s}")
     if not spec.accelerator:
@@ -750,16 +773,20 @@ def _failure(exc: BaseException, client: SessionClient | None) -> dict[str, Any]
     return {"status": "ERROR", "failure": f"The kernel could not run: {type(exc).__name__}: {exc}"}
 
 
-def _killed(deadline: Deadline, session: _Session) -> dict[str, Any]:
+def _killed(deadline: Deadline, session: _Session, *, step: int | None) -> dict[str, Any]:
     spec = session.spec
+    killed_at_step = None
     if deadline.reason == "quota":
         why = (f"the weekly GPU quota ran out ({spec.quota_left_s:g} s at burn rate "
                f"{burn_rate(spec.accelerator):g} for {spec.accelerator})")
+    elif deadline.reason == "step":
+        killed_at_step = step
+        why = f"the kill at step {spec.kill_at_step} (progress.json reported step {step})"
     else:
         why = f"the session reached its time limit ({spec.time_limit_s:g} s)"
     return {
         "status": "KILLED", "killed_by": deadline.reason, "killed_at": deadline.fired_at,
-        "failure": f"Session killed: {why}.", "failed_cell": None,
+        "failure": f"Session killed: {why}.", "failed_cell": None, "killed_at_step": killed_at_step,
     }
 
 

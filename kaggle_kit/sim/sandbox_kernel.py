@@ -280,7 +280,10 @@ def kill_session(pid: int, *, namespace: str | None = None, deadline_s: float = 
 
 
 class Deadline:
-    """Kills the session at a deadline unless disarmed first; the kill and the disarm never interleave."""
+    """Kills the session at a deadline unless disarmed first; the kill and the disarm never interleave.
+
+    :meth:`fire_now` kills it earlier for another ``reason`` (the progress-triggered kill); whichever comes first wins.
+    """
 
     def __init__(self, delay_s: float, reason: str, kill: Callable[[], None]) -> None:
         self.reason = reason
@@ -295,13 +298,20 @@ class Deadline:
         self._timer.start()
 
     def _fire(self) -> None:
+        self.fire_now(self.reason)
+
+    def fire_now(self, reason: str) -> bool:
+        """Kill the session now, as ``reason``; False when it was already killed or disarmed."""
         with self._lock:
             if self._done:
-                return
+                return False
             self._done = True
+            self.reason = reason
             self._kill()
             # Stamped once every process is dead: nothing the session wrote can be later than this.
             self.fired_at = time.time()
+        self._timer.cancel()
+        return True
 
     @property
     def fired(self) -> bool:
@@ -311,3 +321,63 @@ class Deadline:
         with self._lock:
             self._done = True
         self._timer.cancel()
+
+
+class StepWatch:
+    """Calls ``fire(step)`` once a training loop's progress file under ``folder`` reports ``at_step`` or later.
+
+    The file is ``progress.json`` (the training loop replaces it atomically after every optimizer step), found anywhere
+    under ``folder``. The session keeps running while the file is read, so the kill lands at ``at_step`` or a few steps
+    later, as an outside kill does; a slow machine slows both sides alike.
+    """
+
+    def __init__(self, folder: Path, at_step: int, fire: Callable[[int], object], *, interval_s: float = 0.05) -> None:
+        from kaggle_kit.training import PROGRESS_FILE
+
+        self.folder = folder
+        self.at_step = at_step
+        self.seen_step: int | None = None
+        self._name = PROGRESS_FILE
+        self._fire = fire
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._found: Path | None = None
+        self._stamp: tuple[int, int, int] | None = None  # (inode, mtime, size) of the version last read
+        self._thread = threading.Thread(target=self._watch, name="kaggle-kit-step-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            step = self._read_step()
+            if step is not None and step >= self.at_step:
+                self._fire(step)
+                return
+
+    def _read_step(self) -> int | None:
+        """The step the progress file reports now, or None (no file yet, unchanged, or not readable yet)."""
+        try:
+            if self._found is None or not self._found.is_file():
+                self._found = min(self.folder.rglob(self._name), default=None)
+                self._stamp = None
+                if self._found is None:
+                    return None
+            stat = self._found.stat()
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if stamp == self._stamp:
+                return None
+            progress = json.loads(self._found.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        self._stamp = stamp
+        step = progress.get("step") if isinstance(progress, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            self.seen_step = step
+            return step
+        return None

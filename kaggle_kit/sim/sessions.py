@@ -93,6 +93,7 @@ class SessionPlan:
     quota_left_s: float | None
     api_url: str | None
     secrets: dict[str, str]
+    kill_at_step: int | None = None  # for tests: stopped once its training reaches this step
 
 
 def write_notebook(source: str, *, kernel_type: str, language: str, folder: Path) -> Path:
@@ -117,7 +118,7 @@ def run_plan(sandbox: Any, plan: SessionPlan) -> dict[str, Any]:
     """Run ``plan`` as a Batch session; returns the outcome as plain data for the server's state.
 
     Keys: status ("COMPLETE", "ERROR" or "CANCEL_ACKNOWLEDGED"), failure (message or ""), stopped_by ("time",
-    "quota" or None), output_dir (str or None), log (text), gpu_s, wall_s.
+    "quota", "step" or None), output_dir (str or None), log (text), gpu_s, wall_s.
     """
     from kaggle_kit.sim.sandbox import InputMount, SessionSpec
 
@@ -134,6 +135,7 @@ def run_plan(sandbox: Any, plan: SessionPlan) -> dict[str, Any]:
         quota_left_s=plan.quota_left_s,
         api_url=plan.api_url,
         secrets=dict(plan.secrets),
+        kill_at_step=plan.kill_at_step,
     )
     result = sandbox.run(spec)
     status = str(result.status)
@@ -203,6 +205,25 @@ class SessionRunner:
         self._jobs: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._busy = threading.Event()
+        self._kill_steps: dict[str, int] = {}
+        self._kill_lock = threading.Lock()
+
+    def kill_at_step(self, kernel: str, step: int) -> None:
+        """For tests: stop the next session of ``kernel`` (``owner/slug``) once its training loop's progress file
+        reports ``step`` (see ``SessionSpec.kill_at_step``). It ends as a stop at the time limit does on Kaggle:
+        CANCEL_ACKNOWLEDGED, no failure message, the log and ``/kaggle/working`` as they were, so a test kills
+        "mid-training" at the same point however slow the machine is.
+
+        Raises:
+            HandleError: ``kernel`` is not ``owner/slug``.
+            SandboxError: ``step`` is not a whole number of 0 or more.
+        """
+        handle = parse_kernel(kernel, what="kernel", versioned=False)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise SandboxError(f"kill_at_step for {handle.ref}: the step must be a whole number, 0 or more; got "
+                               f"{step!r}")
+        with self._kill_lock:
+            self._kill_steps[handle.ref] = step
 
     def enqueue(self, key: str, number: int) -> None:
         """Queue version ``number`` of kernel ``key`` (``owner/slug``) to run."""
@@ -302,7 +323,12 @@ class SessionRunner:
             kernel_type="script" if version["kernel_type"] == "script" else "notebook",
             internet=version["enable_internet"], accelerator=accelerator,
             time_limit_s=limit, clock_scale=self.clock_scale, quota_left_s=quota_left,
-            api_url=self.base_url() if version["enable_internet"] else None, secrets=dict(self._secrets))
+            api_url=self.base_url() if version["enable_internet"] else None, secrets=dict(self._secrets),
+            kill_at_step=self._take_kill_step(key))
+
+    def _take_kill_step(self, key: str) -> int | None:
+        with self._kill_lock:
+            return self._kill_steps.pop(key, None)
 
     def _kernel_output(self, source: str) -> tuple[Path, str, str] | None:
         """The output folder a kernel source (``owner/slug`` or ``owner/slug/N``) mounts, or None."""
