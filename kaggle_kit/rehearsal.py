@@ -39,7 +39,7 @@ from kaggle_kit.mirror.ledger import LEDGER_FILE
 from kaggle_kit.project import REHEARSAL_DIR, NotebookSpec, Project, RehearseSpec, import_object, load_project
 from kaggle_kit.root import KIT_ORIGIN_PREFIX
 from kaggle_kit.runs.evidence import log_text, newest_checkpoint, weights_digest
-from kaggle_kit.runs.summary import SessionRow
+from kaggle_kit.runs.summary import SessionRow, outcome_lines, session_table
 
 __all__ = ["RehearsalHooks", "RehearsalOptions", "RehearsalReport", "SessionRow", "format_report", "kit_origin_in",
            "load_hooks", "rehearse"]
@@ -893,36 +893,9 @@ def format_report(report: RehearsalReport) -> str:
         lines += [f"SANDBOX NOT ISOLATED: {report.isolation_note}. The sessions saw this machine's files (the kit's "
                   "installation included) and, without internet, its network: what passed here may fail on Kaggle.",
                   ""]
-    header = f"{'session':<30} {'status':<10} {'wall':>7} {'steps':>6} {'at step':>8} {'lost at kill':>22}"
-    lines += [header, "-" * len(header)]
-    for s in report.sessions:
-        lost = "-"
-        if s.lost_steps is not None:
-            minutes = f"{s.lost_minutes:.2f} min" if s.lost_minutes is not None else "? min"
-            lost = f"{s.lost_steps} steps, {minutes}"
-        lines.append(f"{s.name:<30} {s.status:<10} {s.wall_s:>6.0f}s {str(s.steps if s.steps is not None else '-'):>6}"
-                     f" {str(s.step_end if s.step_end is not None else '-'):>8} {lost:>22}")
-    lines.append("")
-    for ref, number in report.dataset_versions.items():
-        lines.append(f"checkpoint dataset {ref}: {number} version(s)")
-    if report.final_score is not None:
-        lines.append(f"final validation score: {report.final_score:.4f} "
-                     + (f"(baseline, predicting {report.baseline_name}: {report.baseline_score:.4f})"
-                        if report.baseline_score is not None else ""))
-    if not report.inferred:
-        lines.append("submission: not rehearsed (no inference notebook declared, or --no-infer)")
-    elif report.submission_valid and report.submission_score is not None:
-        baseline = f" (baseline {report.baseline_score:.4f})" if report.baseline_score is not None else ""
-        lines.append(f"submission: valid, test score {report.submission_score:.4f}{baseline}")
-    elif report.submission_valid:
-        lines.append("submission: written, not scored")
-    else:
-        lines.append(f"submission: NOT valid: {report.submission_problem}")
-    if report.gpu_quota_used_h is not None:
-        lines.append(f"weekly GPU quota (kaggle quota): {report.gpu_quota_used_h:.3f} h used of "
-                     f"{report.gpu_quota_total_h:.0f} h")
-    if report.weights_sha256:
-        lines.append(f"final weights sha256: {report.weights_sha256}")
+    lines += [*session_table(report.sessions, lost_header="lost at kill"), ""]
+    lines += outcome_lines(report, not_inferred="submission: not rehearsed (no inference notebook declared, or "
+                                                "--no-infer)")
     lines.append(f"inputs under the {report.input_layout} layout (/kaggle/input/"
                  f"{'datasets/<owner>/<slug>' if report.input_layout == 'current' else '<slug>'})")
     if report.bit_identical is not None:

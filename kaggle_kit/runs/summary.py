@@ -5,6 +5,7 @@ files with each session in its own colour."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 from kaggle_kit.runs.evidence import newest_checkpoint, read_session_files, weights_digest
 from kaggle_kit.runs.state import RunState
 
-__all__ = ["CURVE_FILE", "RunSummary", "SessionRow", "format_summary", "plot_sessions", "summarize"]
+__all__ = ["CURVE_FILE", "RunSummary", "SessionRow", "format_summary", "outcome_lines", "plot_sessions",
+           "session_table", "summarize"]
 
 CURVE_FILE = "training_curve.png"
 
@@ -144,41 +146,52 @@ def plot_sessions(outputs: list[Path], path: Path) -> Path | None:
     return path
 
 
-def format_summary(summary: RunSummary) -> str:
-    """The summary table and its lines."""
-    lines = ["", summary.title, ""]
-    header = f"{'session':<30} {'status':<10} {'wall':>7} {'steps':>6} {'at step':>8} {'lost at stop':>22}"
-    lines += [header, "-" * len(header)]
-    for s in summary.sessions:
+def session_table(sessions: Sequence[SessionRow], *, lost_header: str = "lost at stop") -> list[str]:
+    """The sessions as a table: status, wall time, steps, the step reached and the work lost at a stop."""
+    header = f"{'session':<30} {'status':<10} {'wall':>7} {'steps':>6} {'at step':>8} {lost_header:>22}"
+    lines = [header, "-" * len(header)]
+    for s in sessions:
         lost = "-"
         if s.lost_steps is not None:
             minutes = f"{s.lost_minutes:.2f} min" if s.lost_minutes is not None else "? min"
             lost = f"{s.lost_steps} steps, {minutes}"
         lines.append(f"{s.name:<30} {s.status:<10} {s.wall_s:>6.0f}s {str(s.steps if s.steps is not None else '-'):>6}"
                      f" {str(s.step_end if s.step_end is not None else '-'):>8} {lost:>22}")
-    lines.append("")
-    for ref, number in summary.dataset_versions.items():
-        lines.append(f"checkpoint dataset {ref}: {number} version(s)")
-    if summary.final_score is not None:
-        lines.append(f"final validation score: {summary.final_score:.4f} "
-                     + (f"(baseline, predicting {summary.baseline_name}: {summary.baseline_score:.4f})"
-                        if summary.baseline_score is not None else ""))
-    if not summary.inferred:
-        lines.append("submission: not made (no inference notebook run)")
-    elif summary.submission_valid and summary.submission_score is not None:
-        baseline = f" (baseline {summary.baseline_score:.4f})" if summary.baseline_score is not None else ""
-        lines.append(f"submission: valid, test score {summary.submission_score:.4f}{baseline}")
-    elif summary.submission_valid:
+    return lines
+
+
+def outcome_lines(result: Any, *, not_inferred: str) -> list[str]:
+    """What a run or a rehearsal ended with: dataset versions, scores, the submission, quota, final weights.
+
+    ``result`` is a :class:`RunSummary` or a rehearsal's report (the same fields)."""
+    lines = [f"checkpoint dataset {ref}: {number} version(s)" for ref, number in result.dataset_versions.items()]
+    if result.final_score is not None:
+        lines.append(f"final validation score: {result.final_score:.4f} "
+                     + (f"(baseline, predicting {result.baseline_name}: {result.baseline_score:.4f})"
+                        if result.baseline_score is not None else ""))
+    if not result.inferred:
+        lines.append(not_inferred)
+    elif result.submission_valid and result.submission_score is not None:
+        baseline = f" (baseline {result.baseline_score:.4f})" if result.baseline_score is not None else ""
+        lines.append(f"submission: valid, test score {result.submission_score:.4f}{baseline}")
+    elif result.submission_valid:
         lines.append("submission: written, not scored")
     else:
-        lines.append(f"submission: NOT valid: {summary.submission_problem}")
+        lines.append(f"submission: NOT valid: {result.submission_problem}")
+    if result.gpu_quota_used_h is not None:
+        lines.append(f"weekly GPU quota (kaggle quota): {result.gpu_quota_used_h:.3f} h used of "
+                     f"{result.gpu_quota_total_h:.0f} h")
+    if result.weights_sha256:
+        lines.append(f"final weights sha256: {result.weights_sha256}")
+    return lines
+
+
+def format_summary(summary: RunSummary) -> str:
+    """The summary table and its lines."""
+    lines = ["", summary.title, "", *session_table(summary.sessions), ""]
+    lines += outcome_lines(summary, not_inferred="submission: not made (no inference notebook run)")
     if summary.submitted:
         lines.append(f"submitted to {summary.submitted}")
-    if summary.gpu_quota_used_h is not None:
-        lines.append(f"weekly GPU quota (kaggle quota): {summary.gpu_quota_used_h:.3f} h used of "
-                     f"{summary.gpu_quota_total_h:.0f} h")
-    if summary.weights_sha256:
-        lines.append(f"final weights sha256: {summary.weights_sha256}")
     if summary.bit_identical is not None:
         lines.append("resumed run bit-identical to the uninterrupted reference run: "
                      + ("yes" if summary.bit_identical else f"NO (reference {summary.reference_sha256})"))
