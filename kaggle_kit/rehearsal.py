@@ -122,9 +122,15 @@ class RehearsalOptions:
             measured reference session (at least 120 s), or Kaggle's own limit when nothing was measured.
         input_layout: Where the sessions find their inputs: ``current`` (``/kaggle/input/datasets/<owner>/<slug>``,
             ...) or ``legacy`` (``/kaggle/input/<slug>``); Kaggle uses one or the other.
+        kill_at_step: Kill the first training session once its training loop reaches this optimizer step (the
+            stand-in stops it as its time limit does), with no reference run: the same point of the training on any
+            machine. Overrides ``kill_after_s``. Without a mirror the automatic kill is placed this way too (at
+            half the reference run's steps); with one it stays a time limit, so that the mirror has had time to
+            upload a checkpoint before the kill.
     """
 
     kill_after_s: float | str | None = None
+    kill_at_step: int | None = None
     run_type: str = "Batch"
     accelerator: str = "none"
     internet: bool = True
@@ -155,6 +161,7 @@ class RehearsalReport:
     reference_sha256: str | None = None
     resume_missed: bool = False  # a session was killed but the next one found nothing to resume from
     kill_after_s: float | None = None  # the first session's limit in the run that was killed and resumed
+    kill_step: int | None = None  # or the step it was killed at, for a kill placed by progress
     gpu_quota_used_h: float | None = None
     gpu_quota_total_h: float | None = None
     wall_s: float = 0.0
@@ -286,6 +293,10 @@ class _Rehearsal:
                                      f"{', '.join(dropped)}; the notebooks must run without them")
         chosen = options.kill_after_s if options.kill_after_s is not None else self.spec.kill_after
         self.kill: float | None = None if chosen == "auto" else float(chosen)
+        # A kill placed by progress: the caller's step, or half the reference run's steps without a mirror.
+        self.kill_step: int | None = options.kill_at_step
+        if self.kill_step is not None:
+            self.kill = 1.0  # a kill is rehearsed, without a reference run; the step places it, not this limit
         self.session_cap: float | None = options.session_timeout_s
         self.chains = 0
         self.run_name = ""
@@ -496,6 +507,9 @@ class _Rehearsal:
         """
         from kaggle_kit.runs import carry_run
 
+        if first_limit is not None and self.kill_step is not None:
+            self.server.sessions.kill_at_step(self.train_ref, self.kill_step)
+            first_limit = None
         self.chains += 1
         self.run_name = f"rehearsal-{self.chains}"
         outcome = carry_run(self.project, self.train_nb.name, self._run_options(self.run_name,
@@ -551,11 +565,12 @@ class _Rehearsal:
                     kill = self._retry(kill, 1.6, "the kill came before the first checkpoint")
                     continue
                 self.report.resume_missed = True
-                self.report.notes.append(f"the kill at {kill:.0f} s came before the first checkpoint: no resume "
-                                         "was rehearsed (raise --kill-after, or --kill-after auto)")
+                self.report.notes.append(f"the kill at {self._kill_text(kill)} came before the first checkpoint: no "
+                                         "resume was rehearsed (kill later, or --kill-after auto)")
                 return
             self.report.sessions.extend(rows)
-            self.report.kill_after_s = kill if kill > 0 else None
+            self.report.kill_after_s = kill if kill > 0 and self.kill_step is None else None
+            self.report.kill_step = self.kill_step if kill > 0 else None
             for row in rows:
                 _say(f"session {row.name}: {row.status} after {row.wall_s:.0f} s, step {row.step_end} ({row.note})")
             if kill > 0 and len(rows) == 1:
@@ -563,8 +578,8 @@ class _Rehearsal:
                 if attempt == 0:
                     kill = self._retry(kill, 0.6, "the training finished before the kill")
                     continue
-                self.report.notes.append(f"the first session finished before the kill at {kill:.0f} s: no kill was "
-                                         "rehearsed (lower --kill-after, or train longer)")
+                self.report.notes.append(f"the first session finished before the kill at {self._kill_text(kill)}: no "
+                                         "kill was rehearsed (kill earlier, or train longer)")
             if kill > 0 and len(rows) > 1 and not rows[1].resumed_from:
                 self.report.resume_missed = True
                 self.report.notes.append("the second session did not resume from the first one's checkpoint")
@@ -598,11 +613,28 @@ class _Rehearsal:
             self.report.notes.append(f"training takes {end - start:.0f} s, too short for a kill after a checkpoint "
                                      f"every {cadence:.0f} s: lower --checkpoint-every or train longer")
         kill = start + max((end - start) / 2, 1.5 * cadence)
-        _say(f"training ran from {start:.0f} s to {end:.0f} s of the session: the next run is killed at {kill:.0f} s")
+        steps = row.step_end or 0
+        if not self.mirroring and steps > 1:
+            # The output keeps what the session wrote until the kill, so a kill by progress cannot outrun an upload.
+            self.kill_step = steps // 2
+            _say(f"training ran {steps} steps: the next run is killed at step {self.kill_step}, on any machine")
+        else:
+            _say(f"training ran from {start:.0f} s to {end:.0f} s of the session: the next run is killed at "
+                 f"{kill:.0f} s")
         self._reset_run()
         return kill
 
+    def _kill_text(self, kill: float) -> str:
+        return f"step {self.kill_step}" if self.kill_step is not None else f"{kill:.0f} s"
+
     def _retry(self, kill: float, factor: float, why: str) -> float:
+        if self.kill_step is not None:
+            step = max(1, round(self.kill_step * factor))
+            _say(f"{why} (kill at step {self.kill_step}): trying again with the kill at step {step}")
+            self.report.notes.append(f"{why} at step {self.kill_step}; rehearsed again with the kill at step {step}")
+            self.kill_step = step
+            self._reset_run()
+            return kill * factor
         later = kill * factor
         _say(f"{why} (kill at {kill:.0f} s): trying again with the kill at {later:.0f} s")
         self.report.notes.append(f"{why} at {kill:.0f} s; rehearsed again with the kill at {later:.0f} s")
@@ -687,8 +719,9 @@ class _Rehearsal:
         for folder, handle in attached:
             mounts.append(InputMount(folder, "dataset", handle))
 
-        def run_one(index: int, limit: float, resume: bool) -> SessionRow:
+        def run_one(index: int, limit: float, resume: bool, *, kill_at_step: int | None = None) -> SessionRow:
             spec = SessionSpec(rendered.notebook, run_type="Interactive", mounts=tuple(mounts),
+                               kill_at_step=kill_at_step,
                                input_layout=self.options.input_layout,
                                internet=self.options.internet, accelerator=self.options.accelerator,
                                time_limit_s=limit, api_url=self.server.url if self.options.internet else None,
@@ -704,7 +737,9 @@ class _Rehearsal:
 
             cap = self.session_cap or 3600.0
             index = len(self._train_rows()) + 1
-            rows = [run_one(index, first_limit or cap, False)]
+            by_step = first_limit is not None and self.kill_step is not None
+            rows = [run_one(index, cap if by_step else (first_limit or cap), False,
+                            kill_at_step=self.kill_step if by_step else None)]
             if rows[0].status == "KILLED":
                 rows.append(run_one(index + 1, cap, True))
                 if not rows[1].resumed_from and self.mirroring:
@@ -870,6 +905,9 @@ def rehearse(root: str | os.PathLike[str] | Project, options: RehearsalOptions |
     kill = options.kill_after_s
     if kill is not None and kill != "auto" and (isinstance(kill, str) or kill < 0):
         raise KaggleKitError(f"--kill-after {kill!r}: write auto, 0 (no kill) or more seconds")
+    step = options.kill_at_step
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
+        raise KaggleKitError(f"--kill-at-step {step!r}: write an optimizer step, 1 or more")
     if options.input_layout not in ("current", "legacy"):
         raise KaggleKitError(f"input layout {options.input_layout!r}: use current or legacy")
     project = root if isinstance(root, Project) else load_project(Path(root))
@@ -894,6 +932,9 @@ def format_report(report: RehearsalReport) -> str:
                   "installation included) and, without internet, its network: what passed here may fail on Kaggle.",
                   ""]
     lines += [*session_table(report.sessions, lost_header="lost at kill"), ""]
+    if report.kill_step is not None:
+        lines.append(f"the first session was killed at step {report.kill_step} (placed by progress: the same step "
+                     "on any machine)")
     lines += outcome_lines(report, not_inferred="submission: not rehearsed (no inference notebook declared, or "
                                                 "--no-infer)")
     lines.append(f"inputs under the {report.input_layout} layout (/kaggle/input/"

@@ -93,10 +93,14 @@ def test_interactive_kill_loses_working_and_resumes_from_the_mirror(tiny_root, r
 def test_without_internet_the_batch_output_carries_the_run(tiny_root, readme_shell, batch, tmp_path):
     # The legacy input layout here (the other rehearsals use the current one): the notebooks find their inputs in both.
     measured, _ = batch
+    # Without a mirror the kill is placed by progress: half the reference run's steps, on any machine.
+    steps = measured.sessions[0].step_end
     report = rehearse(tiny_root, RehearsalOptions(internet=False, keep=True, input_layout="legacy",
-                                                  kill_after_s=measured.kill_after_s, checkpoint_every_s=2.0,
+                                                  kill_at_step=steps // 2, checkpoint_every_s=2.0,
                                                   workdir=tmp_path / "offline"))
-    _killed_then_resumed(report)
+    killed, _ = _killed_then_resumed(report)
+    assert report.kill_step == steps // 2 and killed.step_end >= steps // 2
+    assert f"killed at step {steps // 2} (placed by progress" in format_report(report)
     assert report.dataset_versions == {}, "nothing can be mirrored without internet"
     first_log = sorted((tmp_path / "offline" / "outputs").glob("train-1/*.log"))[-1].read_text()
     assert "NOT mirrored" in first_log, "mirroring off must be said loudly in the session's log"
@@ -177,13 +181,13 @@ def _no_progress():
     return RunError("stopped without saving a new checkpoint", cause="no_progress")
 
 
-def _orchestrator(tmp_path, monkeypatch):
+def _orchestrator(tmp_path, monkeypatch, *, internet=False):
     from kaggle_kit import rehearsal
     from kaggle_kit.project import load_project
 
     project = load_project(ROOT)
     run = rehearsal._Rehearsal(project, RehearsalOptions(kill_after_s="auto", workdir=tmp_path, checkpoint_every_s=2.0,
-                                                        internet=False), rehearsal.RehearsalHooks())
+                                                        internet=internet), rehearsal.RehearsalHooks())
     monkeypatch.setattr(run, "_digest_of", lambda row: "ref")
     return run
 
@@ -193,9 +197,18 @@ def test_the_auto_kill_lands_half_way_through_the_measured_training(tmp_path, mo
     chains = _Chains([[_row("COMPLETE", bounds=(10.0, 50.0))], [_row("KILLED"), _row("COMPLETE", resumed=40)]])
     run._train_sessions(chains)
     assert chains.calls == [None, 30.0]
+    assert run.kill_step == 5 and run.report.kill_step == 5, "without a mirror: half the reference's 10 steps"
     assert [s.status for s in run.report.sessions] == ["COMPLETE", "KILLED", "COMPLETE"]
     assert run.report.reference_sha256 == "ref" and run.report.sessions[0].name.endswith("reference)")
     assert run.session_cap == 120.0, "the sessions not meant to be killed are capped from the measured one"
+
+
+def test_with_a_mirror_the_auto_kill_stays_a_time_limit(tmp_path, monkeypatch):
+    # A kill by progress could come before the mirror uploaded a checkpoint: the measured seconds leave it time.
+    run = _orchestrator(tmp_path, monkeypatch, internet=True)
+    chains = _Chains([[_row("COMPLETE", bounds=(10.0, 50.0))], [_row("KILLED"), _row("COMPLETE", resumed=40)]])
+    run._train_sessions(chains)
+    assert chains.calls == [None, 30.0] and run.kill_step is None and run.report.kill_after_s == 30.0
 
 
 def test_a_kill_that_missed_the_training_is_moved_and_tried_again(tmp_path, monkeypatch):
@@ -204,11 +217,13 @@ def test_a_kill_that_missed_the_training_is_moved_and_tried_again(tmp_path, monk
                     [_row("KILLED"), _row("COMPLETE", resumed=20)]])
     run._train_sessions(late)
     assert late.calls == [None, 30.0, 18.0]
+    assert run.kill_step == 3, "a kill that came after the training moves to an earlier step"
     run = _orchestrator(tmp_path, monkeypatch)
     early = _Chains([[_row("COMPLETE", bounds=(10.0, 50.0))], _no_progress(),
                      [_row("KILLED"), _row("COMPLETE", resumed=30)]])
     run._train_sessions(early)
     assert early.calls == [None, 30.0, 48.0]
+    assert run.kill_step == 8, "a kill that came before the first checkpoint moves to a later step"
     assert any("before the first checkpoint" in note for note in run.report.notes)
 
 

@@ -12,33 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from _kaggle_folders import SIM_USER, dataset_folder, kernel_folder
 
-SIM_USER = "alice"
-
-
-def _dataset_folder(folder: Path, slug: str, files: dict[str, str], *, title: str = "Offline test data") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-    meta = {"id": f"{SIM_USER}/{slug}", "title": title, "licenses": [{"name": "CC0-1.0"}]}
-    (folder / "dataset-metadata.json").write_text(json.dumps(meta))
-    return folder
-
-
-def _kernel_folder(folder: Path, slug: str, cells: list[str], **meta: Any) -> Path:
-    import nbformat
-
-    folder.mkdir(parents=True, exist_ok=True)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-    nbformat.write(nb, str(folder / "notebook.ipynb"))
-    metadata = {"id": f"{SIM_USER}/{slug}", "title": slug.replace("-", " "), "code_file": "notebook.ipynb",
-                "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": False,
-                "enable_internet": False, "dataset_sources": [], "kernel_sources": [], "competition_sources": []}
-    metadata.update(meta)
-    (folder / "kernel-metadata.json").write_text(json.dumps(metadata))
-    return folder
 
 
 def _ok(proc: Any) -> str:
@@ -51,7 +26,7 @@ def _ok(proc: Any) -> str:
 @pytest.mark.slow
 def test_cli_dataset_create_version_files_download_delete(kaggle_cli: Any, sim_server: Any, tmp_path: Path) -> None:
     slug = "cli-lifecycle"
-    ds = _dataset_folder(tmp_path / "ds", slug, {"data.csv": "a,b\n1,2\n", "sub/inner.txt": "inside v1"})
+    ds = dataset_folder(tmp_path / "ds", slug, {"data.csv": "a,b\n1,2\n", "sub/inner.txt": "inside v1"})
     out = _ok(kaggle_cli("datasets", "create", "-p", str(ds), "--dir-mode", "zip"))
     assert "being created" in out
     assert _ok(kaggle_cli("datasets", "status", f"{SIM_USER}/{slug}")).strip() == "ready"
@@ -86,13 +61,13 @@ def test_cli_dataset_create_version_files_download_delete(kaggle_cli: Any, sim_s
 @pytest.mark.slow
 def test_cli_kernels_push_status_pull_list_and_quota(kaggle_cli: Any, sim_server: Any, tmp_path: Path) -> None:
     slug = "cli-kernel-basics"
-    folder = _kernel_folder(tmp_path / "k", slug, ["x = 1"], dataset_sources=[f"{SIM_USER}/does-not-exist"])
+    folder = kernel_folder(tmp_path / "k", slug, ["x = 1"], dataset_sources=[f"{SIM_USER}/does-not-exist"])
     out = _ok(kaggle_cli("kernels", "push", "-p", str(folder), "--no-run"))
     assert "Kernel version 1 successfully saved" in out
     assert f"{SIM_USER}/does-not-exist" in out  # reported as an invalid source
     assert "NEW_SCRIPT" in _ok(kaggle_cli("kernels", "status", f"{SIM_USER}/{slug}"))
 
-    _kernel_folder(folder, slug, ["x = 2"])
+    kernel_folder(folder, slug, ["x = 2"])
     assert "Kernel version 2" in _ok(kaggle_cli("kernels", "push", "-p", str(folder), "--no-run"))
     _ok(kaggle_cli("kernels", "pull", f"{SIM_USER}/{slug}/1", "-p", str(tmp_path / "pull1"), "-m"))
     source = json.loads((tmp_path / "pull1" / f"{slug}.ipynb").read_text())
@@ -114,7 +89,7 @@ def test_cli_push_runs_in_sandbox_and_output_downloads(kaggle_cli: Any, sim_serv
     if sim_server.sandbox is None:
         pytest.skip("kaggle_kit.sim.sandbox is not importable")
     ds_slug, slug = "e2e-input-data", "e2e-reader"
-    _ok(kaggle_cli("datasets", "create", "-p", str(_dataset_folder(tmp_path / "ds", ds_slug, {"n.txt": "41"}))))
+    _ok(kaggle_cli("datasets", "create", "-p", str(dataset_folder(tmp_path / "ds", ds_slug, {"n.txt": "41"}))))
     cells = [
         f"import os\nn = int(open('/kaggle/input/datasets/{SIM_USER}/{ds_slug}/n.txt').read())",
         f"assert not os.path.exists('/kaggle/input/{ds_slug}')",  # one input layout per session: the current one
@@ -122,7 +97,7 @@ def test_cli_push_runs_in_sandbox_and_output_downloads(kaggle_cli: Any, sim_serv
         "open('/kaggle/working/sub/answer.txt', 'w').write(str(n + 1))\n"
         "print('gpu', os.environ['KAGGLE_KIT_SIM_ACCELERATOR'])",
     ]
-    folder = _kernel_folder(tmp_path / "k", slug, cells, dataset_sources=[f"{SIM_USER}/{ds_slug}"], enable_gpu=True)
+    folder = kernel_folder(tmp_path / "k", slug, cells, dataset_sources=[f"{SIM_USER}/{ds_slug}"], enable_gpu=True)
     quota_before = sim_server.quota_used_s
     _ok(kaggle_cli("kernels", "push", "-p", str(folder)))
     assert sim_server.wait_for_sessions(timeout=240)
@@ -143,7 +118,7 @@ def test_cli_push_runs_in_sandbox_and_output_downloads(kaggle_cli: Any, sim_serv
         "open('/kaggle/working/combined.txt', 'w').write(a + b)",
         "raise ValueError('boom')",
     ]
-    second = _kernel_folder(tmp_path / "k2", "e2e-follower", cells, kernel_sources=[f"{SIM_USER}/{slug}"],
+    second = kernel_folder(tmp_path / "k2", "e2e-follower", cells, kernel_sources=[f"{SIM_USER}/{slug}"],
                             competition_sources=["offline-comp"])
     _ok(kaggle_cli("kernels", "push", "-p", str(second)))
     assert sim_server.wait_for_sessions(timeout=240)
@@ -158,7 +133,7 @@ def test_python_client_datasets_and_kernels(sim_server: Any, tmp_path: Path) -> 
 
     api = make_api()
     slug = "py-client-data"
-    ds = _dataset_folder(tmp_path / "ds", slug, {"a.txt": "one"})
+    ds = dataset_folder(tmp_path / "ds", slug, {"a.txt": "one"})
     assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
     assert "already in use" in api.dataset_create_new(str(ds), quiet=True).error
     (ds / "a.txt").write_text("two")
@@ -177,11 +152,11 @@ def test_python_client_datasets_and_kernels(sim_server: Any, tmp_path: Path) -> 
     assert (tmp_path / "all" / "a.txt").read_text() == "two"
 
     kslug = "py-client-kernel"
-    folder = _kernel_folder(tmp_path / "k", kslug, ["print('hi')"])
+    folder = kernel_folder(tmp_path / "k", kslug, ["print('hi')"])
     reply = api.kernels_push(str(folder), no_run=True)
     assert reply.version_number == 1 and not reply.error
     assert api.kernels_status(f"{SIM_USER}/{kslug}").status.name == "NEW_SCRIPT"
-    _kernel_folder(folder, kslug, ["print('again')"])
+    kernel_folder(folder, kslug, ["print('again')"])
     assert api.kernels_push(str(folder), no_run=True).version_number == 2
     assert "print('again')" in Path(api.kernels_pull(f"{SIM_USER}/{kslug}", str(tmp_path / "v2"))).read_text()
     assert "print('hi')" in Path(api.kernels_pull(f"{SIM_USER}/{kslug}/1", str(tmp_path / "v1"))).read_text()
@@ -198,7 +173,7 @@ def test_dataset_version_while_processing_is_refused(kaggle_isolation: Path, tmp
     with SimServer(tmp_path / "state", username=SIM_USER, key="k" * 32, processing_seconds=3600) as server:
         point_client_at(server.url)
         api = make_api(Credentials(username=SIM_USER, key="k" * 32, token=None, source="test"))
-        ds = _dataset_folder(tmp_path / "ds", "slow-processing", {"a.txt": "one"})
+        ds = dataset_folder(tmp_path / "ds", "slow-processing", {"a.txt": "one"})
         assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
         assert api.dataset_status(f"{SIM_USER}/slow-processing") == "blobs_received"
         with pytest.raises(HTTPError) as refused:
@@ -220,11 +195,11 @@ def test_push_without_sandbox_stays_queued_and_state_survives_restart(kaggle_iso
     with SimServer(state, username=SIM_USER, key="k" * 32) as server:
         point_client_at(server.url)
         api = make_api(creds)
-        assert api.dataset_create_new(str(_dataset_folder(tmp_path / "ds", "kept-data", {"a.txt": "1"})),
+        assert api.dataset_create_new(str(dataset_folder(tmp_path / "ds", "kept-data", {"a.txt": "1"})),
                                       quiet=True).status == "ok"
-        api.kernels_push(str(_kernel_folder(tmp_path / "k", "kept-kernel", ["1"])))
+        api.kernels_push(str(kernel_folder(tmp_path / "k", "kept-kernel", ["1"])))
         assert api.kernels_status(f"{SIM_USER}/kept-kernel").status.name == "QUEUED"
-        api.kernels_push(str(_kernel_folder(tmp_path / "k2", "cut-off-kernel", ["1"])))
+        api.kernels_push(str(kernel_folder(tmp_path / "k2", "cut-off-kernel", ["1"])))
         with server.store.lock:  # as if the server died while this session ran
             server.store.data["kernels"][f"{SIM_USER}/cut-off-kernel"]["versions"][-1]["status"] = "RUNNING"
             server.store.save()
@@ -305,7 +280,7 @@ def test_blobs_honour_range_etag_and_last_modified(sim_server: Any, tmp_path: Pa
     from kaggle_kit.kaggle_api import make_api
 
     api = make_api()
-    ds = _dataset_folder(tmp_path / "ds", "range-data", {"digits.txt": "0123456789"})
+    ds = dataset_folder(tmp_path / "ds", "range-data", {"digits.txt": "0123456789"})
     assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
     redirect = requests.post(f"{sim_server.url}/v1/datasets.DatasetApiService/DownloadDataset",
                              json={"ownerSlug": SIM_USER, "datasetSlug": "range-data", "fileName": "digits.txt"},
@@ -362,7 +337,7 @@ def test_429_on_start_blob_upload_is_retried_after_retry_after(sim_server: Any, 
     api = make_api()
     # Retry-After carries whole seconds (a fraction would be an invalid header): 0.3 is sent as 1.
     sim_server.inject_fault("429", count=1, match="StartBlobUpload", retry_after=0.3)
-    ds = _dataset_folder(tmp_path / "ds", "rate-limited", {"a.txt": "1"})
+    ds = dataset_folder(tmp_path / "ds", "rate-limited", {"a.txt": "1"})
     assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
     assert capsys.readouterr().err.count("Will retry in 1.0 seconds") == 1
     statuses = [s for m, p, s in sim_server.request_log if p.endswith("StartBlobUpload")][-2:]
@@ -388,7 +363,7 @@ def test_dropped_connection_is_retried_on_create_and_surfaces_elsewhere(sim_serv
 
     api = make_api()
     sim_server.inject_fault("drop", match="CreateDataset")
-    ds = _dataset_folder(tmp_path / "ds", "dropped-once", {"a.txt": "1"})
+    ds = dataset_folder(tmp_path / "ds", "dropped-once", {"a.txt": "1"})
     logged = len(sim_server.request_log)
     assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
     # One dropped, one answered; the server's threads log them in whichever order they finish.
@@ -416,7 +391,7 @@ def test_cut_upload_resumes_through_the_308_probe(sim_server: Any, tmp_path: Pat
 
     api = make_api()
     payload = bytes(range(256)) * 400
-    ds = _dataset_folder(tmp_path / "ds", "cut-upload", {})
+    ds = dataset_folder(tmp_path / "ds", "cut-upload", {})
     (ds / "big.bin").write_bytes(payload)
     # The first PUT is cut mid-body; urllib3's own retry of it meets a 503, so the client probes and resumes.
     sim_server.inject_fault("cut_upload", match="/_sim/upload/")

@@ -18,35 +18,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from _kaggle_folders import SIM_USER, dataset_folder, kernel_folder
 
-SIM_USER = "alice"
 KEY = "k" * 32
-
-
-def _dataset_folder(folder: Path, slug: str, files: dict[str, bytes | str], *, title: str = "Strict test data"
-                    ) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        data = content.encode() if isinstance(content, str) else content
-        (folder / name).write_bytes(data)
-    meta = {"id": f"{SIM_USER}/{slug}", "title": title, "licenses": [{"name": "CC0-1.0"}]}
-    (folder / "dataset-metadata.json").write_text(json.dumps(meta))
-    return folder
-
-
-def _kernel_folder(folder: Path, slug: str, cells: list[str], **meta: Any) -> Path:
-    import nbformat
-
-    folder.mkdir(parents=True, exist_ok=True)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-    nbformat.write(nb, str(folder / "notebook.ipynb"))
-    metadata = {"id": f"{SIM_USER}/{slug}", "title": slug.replace("-", " "), "code_file": "notebook.ipynb",
-                "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": False,
-                "enable_internet": False, "dataset_sources": [], "kernel_sources": [], "competition_sources": []}
-    metadata.update(meta)
-    (folder / "kernel-metadata.json").write_text(json.dumps(metadata))
-    return folder
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:
@@ -116,7 +90,7 @@ def test_a_session_stopped_at_its_limit_ends_as_kaggle_reports_it(kaggle_cli: An
                                                                   tmp_path: Path) -> None:
     _needs_sandbox(sim_server)
     slug = "stopped-at-limit"
-    folder = _kernel_folder(tmp_path / "k", slug, ["import time\nwhile True:\n    time.sleep(0.05)"])
+    folder = kernel_folder(tmp_path / "k", slug, ["import time\nwhile True:\n    time.sleep(0.05)"])
     # The limit pushed with the version ends it, however long the kernel took to start.
     _ok(kaggle_cli("kernels", "push", "-p", str(folder), "--timeout", "3"))
     assert sim_server.wait_for_sessions(timeout=240)
@@ -144,7 +118,7 @@ def test_a_session_stopped_mid_run_keeps_its_output_and_bills_its_quota_as_kaggl
              "os.replace('/kaggle/working/progress.tmp', '/kaggle/working/progress.json')\n"
              "while True:\n    time.sleep(0.05)",
              "open('/kaggle/working/after.txt', 'w').close()"]
-    folder = _kernel_folder(tmp_path / "k", slug, cells, enable_gpu=True, enable_internet=True)
+    folder = kernel_folder(tmp_path / "k", slug, cells, enable_gpu=True, enable_internet=True)
     sim_server.sessions.kill_at_step(f"{SIM_USER}/{slug}", 1)
     api = make_api()
     try:
@@ -199,7 +173,7 @@ def test_tpu_time_is_billed_to_the_tpu_quota(sim_server: Any, tmp_path: Path) ->
 
     _needs_sandbox(sim_server)
     api = make_api()
-    folder = _kernel_folder(tmp_path / "k", "tpu-billing", ["print('on a TPU')"], machine_shape="TpuV5E8")
+    folder = kernel_folder(tmp_path / "k", "tpu-billing", ["print('on a TPU')"], machine_shape="TpuV5E8")
     before = api.quota_view()
     assert not api.kernels_push(str(folder)).error
     assert sim_server.wait_for_sessions(timeout=240)
@@ -217,14 +191,14 @@ def test_retired_shapes_run_as_kaggle_maps_them_and_unknown_ones_are_refused(kag
                                                                               tmp_path: Path) -> None:
     _needs_sandbox(sim_server)
     cells = ["import os\nprint('accelerator', os.environ['KAGGLE_KIT_SIM_ACCELERATOR'])"]
-    folder = _kernel_folder(tmp_path / "k", "retired-shape", cells)
+    folder = kernel_folder(tmp_path / "k", "retired-shape", cells)
     pushed = kaggle_cli("kernels", "push", "-p", str(folder), "--accelerator", "NvidiaTeslaP100")
     assert "retired" in pushed.stderr and "successfully" in pushed.stdout
     assert sim_server.wait_for_sessions(timeout=240)
     _ok(kaggle_cli("kernels", "output", f"{SIM_USER}/retired-shape", "-p", str(tmp_path / "out")))
     assert "accelerator T4x2" in (tmp_path / "out" / "retired-shape.log").read_text()
 
-    unknown = _kernel_folder(tmp_path / "u", "unknown-shape", ["1"])
+    unknown = kernel_folder(tmp_path / "u", "unknown-shape", ["1"])
     refused = kaggle_cli("kernels", "push", "-p", str(unknown), "--accelerator", "NvidiaTeslaV100")
     assert "Kernel push error: unknown machine shape 'NvidiaTeslaV100'" in refused.stdout, refused.stdout
     assert "NvidiaTeslaT4" in refused.stdout and "TpuV5E8" in refused.stdout
@@ -246,7 +220,7 @@ def test_a_batch_output_over_the_working_folder_limit_fails_the_session(sim_serv
     assert SimSettings().working_dir_limit_bytes == WORKING_DIR_LIMIT_BYTES == 20 * 10**9
     api = make_api()
     cells = ["open('/kaggle/working/big.bin', 'wb').write(b'x' * 5000)"]
-    folder = _kernel_folder(tmp_path / "k", "too-much-output", cells)
+    folder = kernel_folder(tmp_path / "k", "too-much-output", cells)
     with sim_server.configured(working_dir_limit_bytes=4096):
         assert not api.kernels_push(str(folder)).error
         assert sim_server.wait_for_sessions(timeout=240)
@@ -265,7 +239,7 @@ def test_a_dataset_version_with_too_many_files_is_refused(kaggle_cli: Any, sim_s
 
     assert SimSettings().max_dataset_files == MAX_DATASET_VERSION_FILES == 1000
     api = make_api()
-    ds = _dataset_folder(tmp_path / "ds", "many-files", {"a.txt": "1", "b.txt": "2", "c.txt": "3"})
+    ds = dataset_folder(tmp_path / "ds", "many-files", {"a.txt": "1", "b.txt": "2", "c.txt": "3"})
     with sim_server.configured(max_dataset_files=2):
         out = kaggle_cli("datasets", "create", "-p", str(ds)).stdout
         assert "The file count exceeds the maximum of 2" in out, out
@@ -286,16 +260,16 @@ def test_a_third_gpu_batch_session_is_refused_with_kaggles_words(kaggle_isolatio
         point_client_at(server.url)
         api = make_api(Credentials(username=SIM_USER, key=KEY, source="test"))
         for index in (1, 2):
-            reply = api.kernels_push(str(_kernel_folder(tmp_path / f"g{index}", f"gpu-run-{index}", ["1"],
+            reply = api.kernels_push(str(kernel_folder(tmp_path / f"g{index}", f"gpu-run-{index}", ["1"],
                                                         enable_gpu=True)))
             assert not reply.error and reply.version_number == 1
-        third = _kernel_folder(tmp_path / "g3", "gpu-run-three", ["1"], enable_gpu=True)
+        third = kernel_folder(tmp_path / "g3", "gpu-run-three", ["1"], enable_gpu=True)
         env = server.client_env()
         proc = subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push", "-p", str(third)], env=env,
                               capture_output=True, text=True, timeout=120)
         assert "Kernel push error: Maximum batch GPU session count of 2 reached." in proc.stdout, proc.stdout
         # A CPU session is not counted; a quick save does not run; a larger setting lets the third in.
-        assert not api.kernels_push(str(_kernel_folder(tmp_path / "c", "cpu-run-one", ["1"]))).error
+        assert not api.kernels_push(str(kernel_folder(tmp_path / "c", "cpu-run-one", ["1"]))).error
         assert not api.kernels_push(str(third), no_run=True).error
         with server.configured(max_gpu_sessions=3):
             assert api.kernels_push(str(third)).version_number == 2
@@ -313,7 +287,7 @@ def test_unknown_and_foreign_kernels_are_a_permission_error(kaggle_isolation: Pa
         point_client_at(server.url)
         bob = make_api(Credentials(username="bob", key=KEY, source="test"))
         meta = {"id": "bob/bobs-private-kernel", "is_private": True}
-        assert not bob.kernels_push(str(_kernel_folder(tmp_path / "b", "bobs-private-kernel", ["1"], **meta))).error
+        assert not bob.kernels_push(str(kernel_folder(tmp_path / "b", "bobs-private-kernel", ["1"], **meta))).error
     with SimServer(state, username=SIM_USER, key=KEY) as server:
         point_client_at(server.url)
         alice = make_api(Credentials(username=SIM_USER, key=KEY, source="test"))
@@ -335,7 +309,7 @@ def test_slugs_and_titles_are_checked_with_kaggles_rules(sim_server: Any, tmp_pa
 
     api = make_api()
     for bad in ("my_kernel", "-leading-dash", "two--dashes"):
-        reply = api.kernels_push(str(_kernel_folder(tmp_path / bad, "placeholder", ["1"], id=f"{SIM_USER}/{bad}",
+        reply = api.kernels_push(str(kernel_folder(tmp_path / bad, "placeholder", ["1"], id=f"{SIM_USER}/{bad}",
                                                     title="A good title")), no_run=True)
         assert "not valid on Kaggle" in reply.error and not reply.version_number, reply
     # What a client that checks less would send: a slug Kaggle finds too short.
@@ -343,7 +317,7 @@ def test_slugs_and_titles_are_checked_with_kaggles_rules(sim_server: Any, tmp_pa
                  {"slug": f"{SIM_USER}/abc", "newTitle": "A good title", "text": "1"}).json()
     assert "Kaggle allows 5 to 50" in short["error"] and "versionNumber" not in short
     # Uppercase is lowered, as Kaggle treats handles: the ref is the one Kaggle would return.
-    upper = api.kernels_push(str(_kernel_folder(tmp_path / "u", "x", ["1"], id=f"{SIM_USER}/Mixed-Case-Kernel",
+    upper = api.kernels_push(str(kernel_folder(tmp_path / "u", "x", ["1"], id=f"{SIM_USER}/Mixed-Case-Kernel",
                                                 title="Mixed Case Kernel")), no_run=True)
     assert not upper.error and upper.ref == f"{SIM_USER}/mixed-case-kernel"
     assert api.kernels_status(f"{SIM_USER}/mixed-case-kernel").status.name == "NEW_SCRIPT"
@@ -361,7 +335,7 @@ def test_a_dot_dot_kernel_slug_never_reaches_the_file_system(sim_server: Any, tm
     from kaggle_kit.kaggle_api import make_api
 
     api = make_api()
-    assert not api.kernels_push(str(_kernel_folder(tmp_path / "k", "innocent-kernel", ["1"])), no_run=True).error
+    assert not api.kernels_push(str(kernel_folder(tmp_path / "k", "innocent-kernel", ["1"])), no_run=True).error
     kernels_root = sim_server.store.root / "kernels"
     assert (kernels_root / SIM_USER / "innocent-kernel").is_dir()
     for slug in ("..", ".", "a/../../b"):
@@ -420,13 +394,13 @@ def test_any_failure_of_a_session_ends_it_as_error_with_the_reason_in_its_log(si
 
     _needs_sandbox(sim_server)
     api = make_api()
-    ds = _dataset_folder(tmp_path / "ds", "vanishing-blob", {"only.txt": "content unique to this test 5d1f"})
+    ds = dataset_folder(tmp_path / "ds", "vanishing-blob", {"only.txt": "content unique to this test 5d1f"})
     assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
     # The stored blob disappears (a damaged state folder): mounting the dataset fails with an OSError.
     with sim_server.store.lock:
         entry = sim_server.store.data["datasets"][f"{SIM_USER}/vanishing-blob"]["versions"][-1]["files"][0]
     sim_server.store.blob_path(entry["blob"]).unlink()
-    folder = _kernel_folder(tmp_path / "k", "broken-mount", ["print('never runs')"],
+    folder = kernel_folder(tmp_path / "k", "broken-mount", ["print('never runs')"],
                             dataset_sources=[f"{SIM_USER}/vanishing-blob"])
     assert not api.kernels_push(str(folder)).error
     assert sim_server.wait_for_sessions(timeout=120)
@@ -440,7 +414,7 @@ def test_downloads_need_a_signed_unexpired_url_or_credentials(sim_server: Any, t
     from kaggle_kit.kaggle_api import make_api
 
     api = make_api()
-    ds = _dataset_folder(tmp_path / "ds", "private-bytes", {"secret.txt": "private content"})
+    ds = dataset_folder(tmp_path / "ds", "private-bytes", {"secret.txt": "private content"})
     assert api.dataset_create_new(str(ds), quiet=True).status == "ok"
     redirect = _rpc(sim_server, "datasets.DatasetApiService/DownloadDataset",
                     {"ownerSlug": SIM_USER, "datasetSlug": "private-bytes", "fileName": "secret.txt"},
@@ -471,7 +445,7 @@ def test_a_large_single_file_arrives_zipped_and_the_kits_download_unwraps_it(kag
     from kaggle_kit.mirror.client import ApiClient, MirrorSettings
 
     big = bytes(range(256)) * 16
-    ds = _dataset_folder(tmp_path / "ds", "large-single", {"big.bin": big, "small.txt": "tiny"})
+    ds = dataset_folder(tmp_path / "ds", "large-single", {"big.bin": big, "small.txt": "tiny"})
     _ok(kaggle_cli("datasets", "create", "-p", str(ds)))
     assert sim_server.settings.zip_single_files_over_bytes < len(big)
     _ok(kaggle_cli("datasets", "download", f"{SIM_USER}/large-single", "-f", "big.bin", "-p", str(tmp_path / "cli")))

@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="real seconds before the first training session is killed (0: no kill), or auto: "
                              "half-way through an uninterrupted reference run's training, then compared with it "
                              "bit for bit (default: the declaration's rehearse.kill-after, else auto)")
+    parser.add_argument("--kill-at-step", type=int, default=None, metavar="STEP",
+                        help="kill the first training session once its training reaches this optimizer step, the "
+                             "same point on any machine (no reference run)")
     parser.add_argument("--type", choices=("Batch", "Interactive"), default="Batch", help="session type")
     parser.add_argument("--accelerator", choices=tuple(ACCELERATOR_SHAPES), default="none",
                         help="simulated accelerator (T4x2 takes the DDP path, on CPU)")
@@ -55,7 +58,8 @@ def _kill_after(text: str) -> float | str:
 
 def run(args: argparse.Namespace) -> int:
     options = RehearsalOptions(
-        kill_after_s=args.kill_after, run_type=args.type, accelerator=args.accelerator, internet=not args.no_internet,
+        kill_after_s=args.kill_after, kill_at_step=args.kill_at_step, run_type=args.type,
+        accelerator=args.accelerator, internet=not args.no_internet,
         workdir=Path(args.workdir), keep=args.keep, deadline_stop=args.deadline_stop, seed=args.seed,
         notebook=args.notebook, overrides=tuple(args.set or ()), infer=not args.no_infer,
         checkpoint_every_s=args.checkpoint_every, input_layout=args.input_layout,
