@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from _stop_after import StopAfter
 from kaggle_kit.checkpoint import Checkpointer
 from kaggle_kit.training import TrainConfig, train
 from kaggle_kit.training.data_order import SeededView, epoch_loader, epoch_order
@@ -174,17 +175,6 @@ def test_training_on_a_dataset_drawing_from_numpy_and_python_resumes_bit_identic
             if index % 3 == 0:  # an augmentation that only some samples get
                 x = x * (1 + 0.1 * float(np.random.standard_normal())) + random.random()
             return x, x.sum(dim=0, keepdim=True)
-
-    class StopAfter:
-        def __init__(self, steps: int | None) -> None:
-            self.steps, self.asked = steps, 0
-
-        def time_left(self) -> float:
-            return 3600.0
-
-        def should_stop(self, margin_s: float) -> bool:
-            self.asked += 1
-            return self.steps is not None and self.asked >= self.steps
 
     def loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return nn.functional.mse_loss(model(batch[0]), batch[1])

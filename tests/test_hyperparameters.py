@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from _stop_after import StopAfter
 from kaggle_kit.checkpoint import Checkpointer
 from kaggle_kit.errors import CheckpointError
 from kaggle_kit.training import TrainConfig, make_optimizer, make_scheduler, train
@@ -118,17 +119,6 @@ def test_a_checkpoint_without_a_record_is_compared_with_its_restored_optimizer()
     with pytest.raises(CheckpointError, match="recorded optimizer hyperparameters are malformed"):
         apply_declared_hyperparameters(optimizer, scheduler, now=now, then={"param_groups": 3}, where="c")
 
-
-class StopAfter:
-    def __init__(self, steps: int | None) -> None:
-        self.steps, self.asked = steps, 0
-
-    def time_left(self) -> float:
-        return 3600.0
-
-    def should_stop(self, margin_s: float) -> bool:
-        self.asked += 1
-        return self.steps is not None and self.asked >= self.steps
 
 
 class Line(torch.utils.data.Dataset):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from _stop_after import StopAfter
 from kaggle_kit.checkpoint import Checkpointer
 from kaggle_kit.errors import CheckpointError, ConfigError
 from kaggle_kit.training import FIGURE_FILE, HISTORY_FILE, PROGRESS_FILE, TrainConfig, seed_everything, train
@@ -47,19 +48,6 @@ def make_model(*, dropout: float = 0.3, seed: int = 0) -> nn.Module:
     seed_everything(seed)
     return nn.Sequential(nn.Linear(4, 16), nn.Dropout(dropout), nn.ReLU(), nn.Linear(16, 1))
 
-
-class StopAfter:
-    """A session clock whose deadline arrives after ``steps`` optimizer steps."""
-
-    def __init__(self, steps: int | None) -> None:
-        self.steps, self.asked = steps, 0
-
-    def time_left(self) -> float:
-        return 3600.0
-
-    def should_stop(self, margin_s: float) -> bool:
-        self.asked += 1
-        return self.steps is not None and self.asked >= self.steps
 
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:
