@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import re
 import secrets
@@ -939,12 +938,6 @@ def format_report(report: RehearsalReport) -> str:
                                                 "--no-infer)")
     lines.append(f"inputs under the {report.input_layout} layout (/kaggle/input/"
                  f"{'datasets/<owner>/<slug>' if report.input_layout == 'current' else '<slug>'})")
-    if report.bit_identical is not None:
-        lines.append("resumed run bit-identical to the uninterrupted reference run: "
-                     + ("yes" if report.bit_identical else f"NO (reference {report.reference_sha256})"))
-    if report.model_shapes:
-        lines.append(f"model tensors: {len(report.model_shapes)}, "
-                     f"{sum(math.prod(s) for s in report.model_shapes.values())} values")
     if report.kit_origin:
         lines.append(f"the sessions imported the kit from {report.kit_origin}")
     lines += [f"note: {note}" for note in report.notes]

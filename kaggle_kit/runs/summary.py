@@ -161,7 +161,8 @@ def session_table(sessions: Sequence[SessionRow], *, lost_header: str = "lost at
 
 
 def outcome_lines(result: Any, *, not_inferred: str) -> list[str]:
-    """What a run or a rehearsal ended with: dataset versions, scores, the submission, quota, final weights.
+    """What a run or a rehearsal ended with: dataset versions, scores, the submission, quota, final weights and
+    whether they equal the uninterrupted reference run's, the model's size.
 
     ``result`` is a :class:`RunSummary` or a rehearsal's report (the same fields)."""
     lines = [f"checkpoint dataset {ref}: {number} version(s)" for ref, number in result.dataset_versions.items()]
@@ -183,6 +184,12 @@ def outcome_lines(result: Any, *, not_inferred: str) -> list[str]:
                      f"{result.gpu_quota_total_h:.0f} h")
     if result.weights_sha256:
         lines.append(f"final weights sha256: {result.weights_sha256}")
+    if result.bit_identical is not None:
+        lines.append("resumed run bit-identical to the uninterrupted reference run: "
+                     + ("yes" if result.bit_identical else f"NO (reference {result.reference_sha256})"))
+    if result.model_shapes:
+        lines.append(f"model tensors: {len(result.model_shapes)}, "
+                     f"{sum(math.prod(s) for s in result.model_shapes.values())} values")
     return lines
 
 
@@ -192,12 +199,6 @@ def format_summary(summary: RunSummary) -> str:
     lines += outcome_lines(summary, not_inferred="submission: not made (no inference notebook run)")
     if summary.submitted:
         lines.append(f"submitted to {summary.submitted}")
-    if summary.bit_identical is not None:
-        lines.append("resumed run bit-identical to the uninterrupted reference run: "
-                     + ("yes" if summary.bit_identical else f"NO (reference {summary.reference_sha256})"))
-    if summary.model_shapes:
-        lines.append(f"model tensors: {len(summary.model_shapes)}, "
-                     f"{sum(math.prod(s) for s in summary.model_shapes.values())} values")
     if summary.curve is not None:
         lines.append(f"training curve across sessions: {summary.curve}")
     lines += [f"note: {note}" for note in summary.notes]
